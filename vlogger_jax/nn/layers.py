@@ -1,0 +1,34 @@
+"""Small Linen building blocks shared by the networks: sharded Dense, timestep embeddings."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def sharded_dense(features: int, axes: Sequence[str | None], *, dtype: Dtype, param_dtype: Dtype,
+                  zero_init: bool = False, use_bias: bool = True, name: str | None = None
+                  ) -> nn.Dense:
+  """nn.Dense whose kernel [in, out] carries logical axis names `axes` (bias: axes[1])."""
+  kinit = nn.initializers.zeros_init() if zero_init else nn.initializers.lecun_normal()
+  return nn.Dense(
+      features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, name=name,
+      kernel_init=nn.with_logical_partitioning(kinit, tuple(axes)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes[1],)))
+
+
+def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
+  """Sinusoidal embedding of (possibly fractional) steps t [B] -> [B, dim] float32."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = t.astype(jnp.float32)[:, None] * freqs[None]
+  emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+  if dim % 2:
+    emb = jnp.pad(emb, ((0, 0), (0, 1)))
+  return emb

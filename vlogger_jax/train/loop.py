@@ -1,0 +1,258 @@
+"""The training engine: born-sharded state, one jitted train step, the loop around it.
+
+The same code runs on one CPU, on 8 fake CPU devices, on GPUs and on TPU slices; only the mesh in
+the config changes. Data flows one way: task (model + data) -> Trainer (state, step) -> train().
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from vlogger_jax.train import checkpoint as ckpt_lib
+from vlogger_jax.train import mesh as mesh_lib
+from vlogger_jax.train import metrics as metrics_lib
+from vlogger_jax.train.state import (TrainState, ema_update, make_optimizer, merge, split_frozen)
+from vlogger_jax.train.tasks import get_task
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss or the gradients stopped being finite."""
+
+
+def maybe_initialize_distributed(force: bool = False) -> None:
+  """jax.distributed.initialize when launched as several processes (or when forced, on pods)."""
+  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    if os.environ.get("JAX_PLATFORMS", "").startswith("cpu"):
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+        num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+        process_id=int(os.environ["JAX_PROCESS_ID"]))
+  elif force:
+    jax.distributed.initialize()  # TPU pods and SLURM clusters describe themselves
+
+
+class Trainer:
+  """Builds the mesh, the task, the sharded state and the jitted train step from a config."""
+
+  def __init__(self, config, devices=None):
+    self.config = config
+    self.mesh = mesh_lib.make_mesh(config.mesh, devices)
+    self.rules = mesh_lib.rules_tuple(config.sharding_rules)
+    self.task = get_task(config.task)(config)
+    self.tx, self.lr_schedule = make_optimizer(config.optimizer, config.num_train_steps)
+
+    divisor = mesh_lib.batch_divisor(self.mesh, self.rules)
+    if config.batch_size % divisor or config.batch_size % jax.process_count():
+      raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {divisor} ways "
+                       f"the batch is sharded and of the {jax.process_count()} processes.")
+    self.local_batch = config.batch_size // jax.process_count()
+    spec = self.task.batch_spec(config.batch_size)
+    self.batch_shardings = {k: mesh_lib.batch_sharding(self.mesh, self.rules, axes)
+                            for k, (_, axes) in spec.items()}
+    self.abstract_batch = {k: s for k, (s, _) in spec.items()}
+    self._build_shardings()
+    self.train_step = jax.jit(self._train_step, in_shardings=(self.state_shardings,
+                                                              self.batch_shardings),
+                              out_shardings=(self.state_shardings, None), donate_argnums=0)
+
+  # --- shapes and shardings, before any allocation ---
+
+  def _init_params(self, rng):
+    with nn.logical_axis_rules(self.rules):
+      return self.task.init(rng)
+
+  def _build_shardings(self):
+    boxed = jax.eval_shape(self._init_params, jax.random.PRNGKey(0))
+    param_sh = mesh_lib.logical_shardings(boxed, self.mesh, self.rules)
+    train_sh, frozen_sh = split_frozen(param_sh, self.config.frozen)
+    if not jax.tree.leaves(train_sh):
+      raise ValueError(f"config.frozen {tuple(self.config.frozen)} freezes every parameter; "
+                       "nothing would train.")
+    abs_train, _ = split_frozen(nn.meta.unbox(boxed), self.config.frozen)
+    repl = mesh_lib.replicated(self.mesh)
+    abs_opt = jax.eval_shape(self.tx.init, abs_train)
+    opt_sh = optax.tree_map_params(self.tx, lambda _, s: s, abs_opt, train_sh,
+                                   transform_non_params=lambda _: repl)
+    self.state_shardings = TrainState(
+        step=repl, params=train_sh, frozen=frozen_sh, opt_state=opt_sh,
+        ema=train_sh if self.config.ema_decay else {}, rng=repl, bad_step=repl)
+    abstract = jax.eval_shape(self._init_state, jax.random.PRNGKey(0))
+    self.abstract_state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+        self.state_shardings)
+
+  def _init_state(self, rng) -> TrainState:
+    init_rng, step_rng = jax.random.split(rng)
+    params = nn.meta.unbox(self._init_params(init_rng))
+    train, frozen = split_frozen(params, self.config.frozen)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=train, frozen=frozen,
+                      opt_state=self.tx.init(train),
+                      ema=jax.tree.map(jnp.copy, train) if self.config.ema_decay else {},
+                      rng=step_rng, bad_step=jnp.full((), -1, jnp.int32))
+
+  def init_state(self) -> TrainState:
+    """A fresh state, each array created directly in its shards (born sharded)."""
+    init = jax.jit(self._init_state, out_shardings=self.state_shardings)
+    return init(jax.random.PRNGKey(self.config.seed))
+
+  # --- the step ---
+
+  def _train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(params):
+      with nn.logical_axis_rules(self.rules):
+        return self.task.loss(merge(params, state.frozen), batch, rng)
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = (ema_update(state.ema, params, self.config.ema_decay) if self.config.ema_decay
+           else state.ema)
+    # A non-finite step changes nothing; the host sees bad_step at the next check and stops.
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = state.replace(
+        step=state.step + 1, params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state), ema=keep(ema, state.ema),
+        bad_step=jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step))
+    metrics = dict(metrics, grad_norm=grad_norm, lr=self.lr_schedule(state.step))
+    return new_state, metrics
+
+  def device_batch(self, local_batch: dict) -> dict:
+    """Host-local numpy arrays -> global arrays sharded over the mesh."""
+    return {k: jax.make_array_from_process_local_data(self.batch_shardings[k], v)
+            for k, v in local_batch.items()}
+
+  def eval_params(self, state: TrainState):
+    """The parameters to evaluate and sample with: the EMA when there is one."""
+    return merge(state.ema if self.config.ema_decay else state.params, state.frozen)
+
+
+@dataclasses.dataclass
+class TrainResult:
+  state: TrainState
+  steps_per_sec: float      # steady state: the log intervals after the first
+  stopped_early: bool
+
+
+class _StopFlag:
+  """Set by SIGTERM/SIGINT; the loop saves a checkpoint and leaves at the next step boundary."""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: leave signals alone
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.raised and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # a second Ctrl-C leaves at once
+    self.raised = True
+
+  def __exit__(self, *exc):
+    for sig, prev in self._previous.items():
+      signal.signal(sig, prev)
+
+
+def _write_json_atomic(path: str, obj: Any) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def _log(msg: str) -> None:
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
+def train(config, workdir: str, devices=None) -> TrainResult:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the final state."""
+  trainer = Trainer(config, devices)
+  task = trainer.task
+  os.makedirs(workdir, exist_ok=True)
+  config_dict = config.to_dict()
+  if jax.process_index() == 0:
+    _write_json_atomic(os.path.join(workdir, "config.json"), config_dict)
+  checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint.keep,
+                                       config.checkpoint.async_save)
+  writer = metrics_lib.MetricWriter(workdir)
+  data = task.data_iterator(jax.process_index(), jax.process_count(), trainer.local_batch)
+
+  start = checkpointer.latest_step()
+  if start is None:
+    state = trainer.init_state()
+    _log(f"{config.task}: new run in {workdir} on a {dict(trainer.mesh.shape)} mesh "
+         f"({jax.device_count()} {jax.devices()[0].platform} devices)")
+  else:
+    state, data_state = checkpointer.restore(start, trainer.abstract_state)
+    if data_state is not None:
+      data.set_state(data_state)
+    _log(f"{config.task}: resumed from step {start} in {checkpointer.directory}")
+
+  def check_finite(step: int):
+    bad = int(state.bad_step)
+    if bad >= 0:
+      checkpointer.wait()
+      good = checkpointer.latest_step()
+      where = (f"the last good checkpoint is step {good} in {checkpointer.directory}"
+               if good is not None else "no checkpoint was written before it")
+      raise TrainingDiverged(f"training stopped at step {step}: the loss or gradients became "
+                             f"NaN/Inf at step {bad}; {where}. Lower optimizer.lr or check the "
+                             "data.")
+
+  step = int(state.step)
+  total = config.num_train_steps
+  progress = metrics_lib.Progress(total, step)
+  history, rates, stopped = [], [], False
+  with _StopFlag() as stop:
+    while step < total:
+      batch = trainer.device_batch(next(data))
+      state, metrics = trainer.train_step(state, batch)
+      step += 1
+      history.append(metrics)
+      if step % config.log_every == 0 or step == total:
+        check_finite(step)
+        summary = metrics_lib.mean_metrics(history)
+        history = []
+        rate = progress.report(step, summary)
+        rates.append(rate)
+        writer.write(step, dict(summary, steps_per_sec=rate))
+      if config.eval_every and (step % config.eval_every == 0 or step == total):
+        writer.write(step, task.evaluate(trainer.eval_params(state), jax.random.PRNGKey(step)))
+      preempted = (stop.raised if jax.process_count() == 1
+                   else checkpointer.reached_preemption(step))
+      if step % config.checkpoint.every == 0 or step == total or preempted:
+        check_finite(step)
+        checkpointer.save(step, state, config_dict, data.get_state(), force=True)
+      if preempted and step < total:
+        _log(f"stop requested: saved step {step} in {checkpointer.directory}; rerun the same "
+             "command to resume.")
+        stopped = True
+        break
+  checkpointer.wait()
+  checkpointer.close()
+  writer.close()
+  steady = rates[1:] or rates
+  return TrainResult(state, sum(steady) / len(steady) if steady else 0.0, stopped)

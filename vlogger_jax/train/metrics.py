@@ -1,0 +1,92 @@
+"""Metrics to a JSON-lines file and TensorBoard event files (process 0 only), and the progress line."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+
+def _tb_writer(logdir: str):
+  # tensorboard's own event writer: no TensorFlow needed.
+  from tensorboard.summary.writer.event_file_writer import EventFileWriter
+  return EventFileWriter(logdir)
+
+
+def _tb_scalar_event(step: int, values: dict):
+  from tensorboard.compat.proto import event_pb2, summary_pb2
+  summary = summary_pb2.Summary(value=[
+      summary_pb2.Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items()])
+  return event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary)
+
+
+class MetricWriter:
+  """Writes scalars to <workdir>/metrics.jsonl and <workdir>/tensorboard on process 0."""
+
+  def __init__(self, workdir: str):
+    self.active = jax.process_index() == 0
+    if not self.active:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+    self._tb = _tb_writer(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, values: dict) -> None:
+    if not self.active:
+      return
+    clean = {k: float(v) for k, v in values.items()}
+    self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
+    self._tb.add_event(_tb_scalar_event(step, clean))
+
+  def flush(self) -> None:
+    if self.active:
+      self._jsonl.flush()
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self.active:
+      self._jsonl.close()
+      self._tb.close()
+
+
+def mean_metrics(history: list[dict]) -> dict:
+  """Host-side means of a list of per-step metric dicts (fetched in one transfer)."""
+  if not history:
+    return {}
+  fetched = jax.device_get(history)
+  return {k: float(np.mean([h[k] for h in fetched])) for k in fetched[0]}
+
+
+def _duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class Progress:
+  """One console line per log interval on process 0: step, loss, steps/s and ETA."""
+
+  def __init__(self, total_steps: int, start_step: int):
+    self.total = total_steps
+    self.active = jax.process_index() == 0
+    self._t, self._step = time.perf_counter(), start_step
+
+  def report(self, step: int, metrics: dict) -> float:
+    now = time.perf_counter()
+    rate = (step - self._step) / max(now - self._t, 1e-9)
+    self._t, self._step = now, step
+    if self.active:
+      shown = " | ".join(f"{k} {v:.4g}" for k, v in metrics.items()
+                         if k in ("loss", "grad_norm", "lr"))
+      eta = (self.total - step) / rate if rate > 0 else float("inf")
+      print(f"step {step}/{self.total} | {shown} | {rate:.1f} step/s | ETA {_duration(eta)}",
+            file=sys.stdout, flush=True)
+    return rate

@@ -1,0 +1,88 @@
+"""Train state, the trainable/frozen parameter split, the optimizer and the EMA."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import traverse_util
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a train step reads and returns; a pytree that Orbax checkpoints whole."""
+  step: jax.Array          # int32 scalar: updates applied so far
+  params: Any              # trainable parameters (fp32 masters)
+  frozen: Any              # frozen parameters: no gradient, no optimizer state, never updated
+  opt_state: Any
+  ema: Any                 # EMA of `params` ({} when disabled)
+  rng: jax.Array           # base key; each step folds in its step number
+  bad_step: jax.Array      # int32: first step whose loss or gradients were not finite, -1 if none
+
+
+def _flat(tree) -> dict:
+  return traverse_util.flatten_dict(tree, sep="/") if tree else {}
+
+
+def split_frozen(tree: dict, patterns: Sequence[str]) -> tuple[dict, dict]:
+  """Splits a nested dict by '/'-joined path into (trainable, frozen); frozen matches a regex."""
+  regexes = [re.compile(p) for p in patterns]
+  flat = _flat(tree)
+  frozen = {k: v for k, v in flat.items() if any(r.search(k) for r in regexes)}
+  trainable = {k: v for k, v in flat.items() if k not in frozen}
+  unflat = lambda d: traverse_util.unflatten_dict(d, sep="/") if d else {}
+  return unflat(trainable), unflat(frozen)
+
+
+def merge(trainable: dict, frozen: dict) -> dict:
+  """Inverse of split_frozen."""
+  flat = {**_flat(trainable), **_flat(frozen)}
+  return traverse_util.unflatten_dict(flat, sep="/") if flat else {}
+
+
+def learning_rate_schedule(opt, num_train_steps: int) -> optax.Schedule:
+  """The paper's schedules: 'staircase' (1e-4 x0.99 every 4000 steps), 'constant', 'cosine'."""
+  if opt.schedule == "constant":
+    sched = optax.constant_schedule(opt.lr)
+  elif opt.schedule == "staircase":
+    sched = optax.exponential_decay(opt.lr, transition_steps=opt.decay_every,
+                                    decay_rate=opt.decay_rate, staircase=True)
+  elif opt.schedule == "cosine":
+    sched = optax.cosine_decay_schedule(opt.lr, max(num_train_steps - opt.warmup_steps, 1))
+  else:
+    raise ValueError(f"optimizer.schedule '{opt.schedule}' is unknown; expected 'constant', "
+                     "'staircase' or 'cosine'.")
+  if opt.warmup_steps:
+    warm = optax.linear_schedule(0.0, opt.lr, opt.warmup_steps)
+    sched = optax.join_schedules([warm, sched], [opt.warmup_steps])
+  return sched
+
+
+def make_optimizer(opt, num_train_steps: int) -> tuple[optax.GradientTransformation,
+                                                       optax.Schedule]:
+  """Gradient clipping + Adam(W) with the configured schedule."""
+  sched = learning_rate_schedule(opt, num_train_steps)
+  if opt.name == "adam":
+    core = optax.adam(sched, b1=opt.b1, b2=opt.b2, eps=opt.eps)
+  elif opt.name == "adamw":
+    core = optax.adamw(sched, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay)
+  else:
+    raise ValueError(f"optimizer.name '{opt.name}' is unknown; expected 'adam' or 'adamw'.")
+  chain = [optax.clip_by_global_norm(opt.grad_clip)] if opt.grad_clip > 0 else []
+  return optax.chain(*chain, core), sched
+
+
+def tree_all_finite(tree) -> jax.Array:
+  leaves = jax.tree.leaves(tree)
+  if not leaves:
+    return jnp.array(True)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def ema_update(ema, params, decay: float):
+  """ema <- decay * ema + (1 - decay) * params, leaf by leaf."""
+  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
