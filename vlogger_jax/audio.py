@@ -212,8 +212,7 @@ def load_audio(source, sample_rate: int | None = None, *, allow_silent: bool = F
                        "load_audio(samples, sample_rate=44100).")
     name = f"Audio array of shape {np.shape(source)}"
     channels, rate = _array_channels(source, name), int(sample_rate)
-  mono = channels.mean(axis=-1, dtype=np.float64) if channels.shape[-1] > 1 else (
-      channels[:, 0].astype(np.float64))
+  mono = channels.mean(axis=-1, dtype=np.float64)  # Mix down before resampling: one channel.
   # Decoders and the resampler's ringing can overshoot full scale by a little; clip it away.
   audio = np.clip(resample(mono, rate), -1.0, 1.0).astype(np.float32)
   if audio.size == 0:
@@ -240,7 +239,8 @@ def _array_channels(array, name: str) -> np.ndarray:
     raise AudioError(f"{name} has dtype {array.dtype}; expected float samples in [-1, 1] or "
                      "integer PCM.")
   if not np.all(np.isfinite(array)):
-    raise AudioError(f"{name} contains NaN or infinite samples; expected finite samples in [-1, 1].")
+    raise AudioError(f"{name} contains NaN or infinite samples; expected finite samples in "
+                     "[-1, 1].")
   peak = float(np.abs(array).max()) if array.size else 0.0
   if peak > 1.0 + 1e-3:
     raise AudioError(f"{name} has peak amplitude {peak:.4g}; expected float samples in [-1, 1] "
