@@ -11,6 +11,21 @@ import jax.numpy as jnp
 from vlogger_jax.nn.layers import sharded_dense, timestep_embedding
 
 
+class TimeEmbed(nn.Module):
+  """Sinusoidal step embedding followed by a two-layer MLP: t [B] -> [B, hidden]."""
+  hidden: int
+  time_dim: int = 64
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, t: jax.Array) -> jax.Array:
+    dense = lambda f, axes, name: sharded_dense(f, axes, dtype=self.dtype,
+                                                param_dtype=self.param_dtype, name=name)
+    h = dense(self.hidden, (None, "embed"), "dense_0")(timestep_embedding(t, self.time_dim))
+    return dense(self.hidden, ("mlp", "embed"), "dense_1")(nn.silu(h))
+
+
 class ToyDenoiser(nn.Module):
   """x_t [B, D], t [B] -> prediction [B, D]."""
   hidden: int = 128
@@ -23,10 +38,8 @@ class ToyDenoiser(nn.Module):
   def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
     dense = lambda f, axes, **kw: sharded_dense(f, axes, dtype=self.dtype,
                                                 param_dtype=self.param_dtype, **kw)
-    emb = timestep_embedding(t, self.time_dim)
-    emb = nn.Sequential([dense(self.hidden, (None, "embed"), name="dense_0"), nn.silu,
-                         dense(self.hidden, ("mlp", "embed"), name="dense_1")],
-                        name="time_embed")(emb)
+    emb = TimeEmbed(self.hidden, self.time_dim, self.dtype, self.param_dtype,
+                    name="time_embed")(t)
     h = dense(self.hidden, (None, "embed"), name="input")(x) + emb
     for i in range(self.depth):
       r = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name=f"norm_{i}")(h)

@@ -106,3 +106,35 @@ def overridden(config: ml_collections.ConfigDict, **values) -> ml_collections.Co
     node[leaf] = value
   c.lock()
   return c
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Loads 'path/to/config.py[:variant]' like --config does; ValueError with one sentence if bad."""
+  import importlib.util
+  import os
+
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ValueError(f"config file {path} does not exist; expected e.g. configs/toy.py:tiny.")
+  module_spec = importlib.util.spec_from_file_location("_vlogger_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"config file {path} has no get_config(arg) function.")
+  return module.get_config(arg or None)
+
+
+def preflight(argv) -> str | None:
+  """Checks the --config=... argument before absl parses it; returns an error sentence or None.
+
+  ml_collections reports a failing get_config with a traceback; users deserve one sentence.
+  """
+  for i, a in enumerate(argv):
+    spec = (a.split("=", 1)[1] if a.startswith("--config=")
+            else argv[i + 1] if a == "--config" and i + 1 < len(argv) else None)
+    if spec is not None:
+      try:
+        load_config_file(spec)
+      except ValueError as e:
+        return str(e)
+  return None

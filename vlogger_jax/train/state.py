@@ -32,6 +32,10 @@ def split_frozen(tree: dict, patterns: Sequence[str]) -> tuple[dict, dict]:
   """Splits a nested dict by '/'-joined path into (trainable, frozen); frozen matches a regex."""
   regexes = [re.compile(p) for p in patterns]
   flat = _flat(tree)
+  for p, r in zip(patterns, regexes):
+    if not any(r.search(k) for k in flat):
+      raise ValueError(f"config.frozen pattern '{p}' matches no parameter; parameter paths look "
+                       f"like '{next(iter(flat), '')}'.")
   frozen = {k: v for k, v in flat.items() if any(r.search(k) for r in regexes)}
   trainable = {k: v for k, v in flat.items() if k not in frozen}
   unflat = lambda d: traverse_util.unflatten_dict(d, sep="/") if d else {}

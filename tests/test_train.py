@@ -1,0 +1,223 @@
+"""The training engine: sharding, resume, frozen parameters, failure handling, the CLI."""
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from conftest import REPO, run_python
+
+from vlogger_jax.train import checkpoint, config_lib, loop
+from vlogger_jax.train.state import split_frozen
+
+TRAIN = os.path.join(REPO, "launch", "train.py")
+
+
+def toy_config(**overrides):
+  base = config_lib.load_config_file(os.path.join(REPO, "configs/toy.py:tiny"))
+  defaults = {"eval_every": 0, "log_every": 10, "checkpoint.every": 100}
+  return config_lib.overridden(base, **{**defaults, **overrides})
+
+
+def overrides_to_flags(**overrides):
+  return [f"--config.{k}={v}" for k, v in overrides.items()]
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def restore_params(workdir, config):
+  """The latest checkpoint's trainable parameters, restored onto this process's one CPU device."""
+  trainer = loop.Trainer(config, devices=jax.devices()[:1])
+  ckpt = checkpoint.Checkpointer(workdir, keep=3)
+  step = ckpt.latest_step()
+  state, _ = ckpt.restore(step, trainer.abstract_state)
+  ckpt.close()
+  return step, jax.tree.map(np.asarray, state.params)
+
+
+def assert_trees_close(a, b, **tol):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, **tol), a, b)
+
+
+_SHARDING_SCRIPT = """
+import json, sys
+import jax
+from vlogger_jax.train import config_lib, loop
+cfg = config_lib.overridden(config_lib.load_config_file('configs/toy.py:tiny'), **json.loads(sys.argv[2]))
+res = loop.train(cfg, sys.argv[1])
+specs = sorted({str(x.sharding.spec) for x in jax.tree.leaves(res.state.params)})
+print('SPECS', json.dumps(specs), 'DEVICES', jax.device_count())
+"""
+
+
+def test_eight_devices_match_one_device_and_shard_parameters(tmp_path):
+  common = {"num_train_steps": 60, "eval_every": 0, "log_every": 10, "checkpoint.every": 60}
+  one = run_python(["-c", _SHARDING_SCRIPT, str(tmp_path / "one"),
+                    json.dumps({**common, "mesh.shape": (-1, 1)})], devices=1)
+  eight = run_python(["-c", _SHARDING_SCRIPT, str(tmp_path / "eight"),
+                      json.dumps({**common, "mesh.shape": (2, 4)})], devices=8)
+  assert "DEVICES 8" in eight.stdout
+  specs = json.loads(re.search(r"SPECS (\[.*\])", eight.stdout).group(1))
+  assert any("fsdp" in s for s in specs), specs   # parameters are really split over devices
+  loss1 = [m["loss"] for m in read_metrics(tmp_path / "one")]
+  loss8 = [m["loss"] for m in read_metrics(tmp_path / "eight")]
+  assert len(loss1) == len(loss8) == 6
+  np.testing.assert_allclose(loss1, loss8, rtol=1e-4)
+  assert loss1[-1] < 0.7 * loss1[0]               # and it is learning
+
+  # A checkpoint written on the 8-device mesh restores onto one device, values intact.
+  cfg = toy_config(num_train_steps=60)
+  step8, p8 = restore_params(tmp_path / "eight", cfg)
+  step1, p1 = restore_params(tmp_path / "one", cfg)
+  assert step8 == step1 == 60
+  assert_trees_close(p8, p1, rtol=2e-3, atol=2e-5)
+
+
+def _start(workdir, **overrides):
+  cmd = [sys.executable, TRAIN, "--config=configs/toy.py:tiny", f"--workdir={workdir}",
+         *overrides_to_flags(**overrides)]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, proc, timeout=120):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate():
+      return
+    if proc.poll() is not None:
+      raise AssertionError(f"run ended early: {proc.communicate()}")
+    time.sleep(0.05)
+  raise AssertionError("timed out")
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+  flags = dict(num_train_steps=2000, eval_every=0, log_every=100, **{"checkpoint.every": 200})
+  cfg = toy_config(num_train_steps=2000, log_every=100)
+
+  straight = _start(tmp_path / "straight", **flags)
+  killed = _start(tmp_path / "killed", **flags)
+  ckpt_dir = tmp_path / "killed" / "checkpoints"
+  _wait_for(lambda: (ckpt_dir / "400").is_dir(), killed)
+  killed.send_signal(signal.SIGKILL)
+  killed.communicate()
+  assert killed.returncode == -signal.SIGKILL
+  out, err = straight.communicate(timeout=300)
+  assert straight.returncode == 0, err
+
+  resumed = _start(tmp_path / "killed", **flags)
+  out_r, err_r = resumed.communicate(timeout=300)
+  assert resumed.returncode == 0, err_r
+  step = int(re.search(r"resumed from step (\d+)", out_r).group(1))
+  assert 400 <= step < 2000
+  s1, p_straight = restore_params(tmp_path / "straight", cfg)
+  s2, p_resumed = restore_params(tmp_path / "killed", cfg)
+  assert s1 == s2 == 2000
+  assert_trees_close(p_straight, p_resumed, rtol=1e-5, atol=1e-6)
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+  proc = _start(tmp_path, num_train_steps=100000, log_every=50, **{"checkpoint.every": 100000})
+  _wait_for(lambda: (tmp_path / "metrics.jsonl").exists()
+            and (tmp_path / "metrics.jsonl").stat().st_size > 0, proc)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err
+  assert "stop requested: saved step" in out
+  steps = sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit())
+  assert steps and 50 <= steps[-1] < 100000
+
+
+def test_frozen_parameters_stay_identical_and_have_no_optimizer_state(tmp_path):
+  cfg = toy_config(num_train_steps=30, frozen=("time_embed",), ema_decay=0.9)
+  trainer = loop.Trainer(cfg)
+  init = jax.tree.map(np.asarray, trainer.init_state())
+  result = loop.train(cfg, str(tmp_path))
+  state = result.state
+  assert set(state.frozen) == {"time_embed"} and "time_embed" not in state.params
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b),
+               state.frozen, init.frozen)
+  # The trainable part did move, and the optimizer state mirrors it alone.
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()),
+                                       state.params, init.params))
+  assert max(moved) > 0
+  opt_paths = [jax.tree_util.keystr(p) for p, _ in
+               jax.tree_util.tree_leaves_with_path(state.opt_state)]
+  assert opt_paths and not any("time_embed" in p for p in opt_paths)
+  n_opt = sum(x.size for x in jax.tree.leaves(state.opt_state))
+  n_train = sum(x.size for x in jax.tree.leaves(state.params))
+  assert n_opt <= 2 * n_train + 8       # Adam's two moments of the trainable part only
+
+
+def test_split_frozen_round_trips():
+  tree = {"a": {"kernel": 1, "bias": 2}, "b": {"kernel": 3}}
+  train, frozen = split_frozen(tree, ["^a/"])
+  assert train == {"b": {"kernel": 3}} and frozen == {"a": {"kernel": 1, "bias": 2}}
+
+
+def test_nan_stops_with_clear_message_and_keeps_last_good_checkpoint(tmp_path):
+  blowup = {"optimizer.lr": 1e30, "optimizer.schedule": "constant",
+            "optimizer.warmup_steps": 0, "optimizer.grad_clip": 0.0}
+  proc = _start(tmp_path, num_train_steps=50, log_every=1, **{"checkpoint.every": 1}, **blowup)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 1
+  assert "NaN/Inf" in err and "Traceback" not in err
+  good = int(re.search(r"last good checkpoint is step (\d+)", err).group(1))
+  steps = sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit())
+  assert steps[-1] == good
+  _, params = restore_params(tmp_path, toy_config(**blowup))
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config=configs/toy.py:huge"], "variant 'huge' of configs/toy.py is unknown"),
+    (["--config=configs/toy.py:tiny", "--config.num_train_steps=-5"],
+     "num_train_steps is -5; expected >= 0"),
+    (["--config=configs/toy.py:tiny", "--config.mesh.shape=(2,1)"], "needs 2 devices"),
+    (["--config=configs/missing.py"], "configs/missing.py does not exist"),
+])
+def test_bad_config_gives_one_sentence(tmp_path, args, message):
+  proc = run_python([TRAIN, *args, f"--workdir={tmp_path}"], check=False, timeout=120)
+  assert proc.returncode != 0
+  assert message in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def test_dotted_overrides_reach_the_run(tmp_path):
+  run_python([TRAIN, "--config=configs/toy.py:tiny", "--config.num_train_steps=20",
+              "--config.optimizer.lr=3e-4", f"--workdir={tmp_path}"], timeout=120)
+  saved = json.load(open(tmp_path / "config.json"))
+  assert saved["num_train_steps"] == 20 and saved["optimizer"]["lr"] == 3e-4
+
+
+def _readme_main_command():
+  readme = open(os.path.join(REPO, "README.md")).read()
+  block = re.search(r"```(?:bash|sh)?\n(.*?)```", readme, re.S).group(1)
+  line = block.strip().splitlines()[0]
+  cmd = line.split("&&")[-1].strip()
+  assert cmd.startswith("python launch/train.py"), cmd
+  return shlex.split(cmd)
+
+
+def test_readme_main_command_trains_and_leaves_checkpoint_and_metrics(tmp_path):
+  argv = _readme_main_command()
+  argv = [a for a in argv[1:] if not a.startswith("--workdir")] + [f"--workdir={tmp_path}"]
+  run_python(argv, timeout=900)
+  assert any(p.isdigit() for p in os.listdir(tmp_path / "checkpoints"))
+  metrics = read_metrics(tmp_path)
+  assert metrics and os.listdir(tmp_path / "tensorboard")
+  losses = [m["loss"] for m in metrics if "loss" in m]
+  assert losses[-1] < 0.6 * losses[0]
+  evals = [m for m in metrics if "eval/near_mode" in m]
+  assert evals and evals[-1]["eval/near_mode"] > 0.6
