@@ -42,4 +42,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from vlogger_jax.train.config_lib import preflight
+  if (problem := preflight(sys.argv)):
+    sys.exit(f"error: {problem}")
   app.run(lambda argv: sys.exit(main(argv)))

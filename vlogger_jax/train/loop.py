@@ -218,9 +218,9 @@ def train(config, workdir: str, devices=None) -> TrainResult:
       good = checkpointer.latest_step()
       where = (f"the last good checkpoint is step {good} in {checkpointer.directory}"
                if good is not None else "no checkpoint was written before it")
-      raise TrainingDiverged(f"training stopped at step {step}: the loss or gradients became "
-                             f"NaN/Inf at step {bad}; {where}. Lower optimizer.lr or check the "
-                             "data.")
+      raise TrainingDiverged(f"training stopped at step {step}: the loss or gradients of the "
+                             f"update from step {bad} to {bad + 1} were NaN/Inf; {where}. Lower "
+                             "optimizer.lr or check the data.")
 
   step = int(state.step)
   total = config.num_train_steps
