@@ -168,7 +168,7 @@ def flip_horizontal(keypoints, visibility):
   return flipped[..., FLIP_PERMUTATION, :], jnp.asarray(visibility)[..., FLIP_PERMUTATION]
 
 
-def rest_pose(head_centre=(0.5, 0.38), head_height=0.3):
+def rest_pose(head_centre=(0.5, 0.3), head_height=0.22):
   """A neutral upper-body pose (arms down, hands relaxed) as numpy ([75, 2], [75]) for demos/tests."""
   cx, cy = head_centre
   s = head_height
@@ -178,24 +178,26 @@ def rest_pose(head_centre=(0.5, 0.38), head_height=0.3):
   rel = {
       0: (0.0, 0.05), 1: (0.05, -0.05), 2: (0.09, -0.05), 3: (0.13, -0.05), 4: (-0.05, -0.05),
       5: (-0.09, -0.05), 6: (-0.13, -0.05), 7: (0.23, 0.0), 8: (-0.23, 0.0), 9: (0.07, 0.22),
-      10: (-0.07, 0.22), 11: (0.65, 0.95), 12: (-0.65, 0.95), 13: (0.85, 1.9), 14: (-0.85, 1.9),
-      15: (0.55, 2.6), 16: (-0.55, 2.6), 17: (0.5, 2.82), 18: (-0.5, 2.82), 19: (0.45, 2.85),
-      20: (-0.45, 2.85), 21: (0.42, 2.7), 22: (-0.42, 2.7), 23: (0.45, 2.9), 24: (-0.45, 2.9),
+      10: (-0.07, 0.22), 11: (0.65, 0.95), 12: (-0.65, 0.95), 13: (0.95, 1.75), 14: (-0.95, 1.75),
+      15: (0.45, 2.05), 16: (-0.45, 2.05), 17: (0.22, 2.1), 18: (-0.22, 2.1), 19: (0.2, 2.0),
+      20: (-0.2, 2.0), 21: (0.3, 1.92), 22: (-0.3, 1.92), 23: (0.45, 2.9), 24: (-0.45, 2.9),
       25: (0.47, 4.1), 26: (-0.47, 4.1), 27: (0.48, 5.2), 28: (-0.48, 5.2), 29: (0.5, 5.35),
       30: (-0.5, 5.35), 31: (0.4, 5.5), 32: (-0.4, 5.5)}
   for i, (dx, dy) in rel.items():
     kp[i] = (cx + s * dx, cy + s * dy)
-  # Hands: a relaxed open hand hanging from each wrist, fingers pointing down and inwards.
-  finger_dirs = np.deg2rad(np.array([-40.0, -12.0, 0.0, 12.0, 24.0]))
+  # Hands: relaxed open hands in front of the belly, fingers pointing inwards.
+  finger_dirs = np.deg2rad(np.array([-150.0, -105.0, -92.0, -80.0, -68.0]))
   seg = np.array([[0.12, 0.10, 0.08, 0.07], [0.28, 0.12, 0.08, 0.07], [0.28, 0.13, 0.09, 0.07],
                   [0.27, 0.12, 0.08, 0.06], [0.25, 0.10, 0.07, 0.06]]) * 0.45
-  for offset, wrist, mirror in ((LEFT_HAND_OFFSET, 15, -1.0), (RIGHT_HAND_OFFSET, 16, 1.0)):
+  for offset, wrist, mirror in ((LEFT_HAND_OFFSET, 15, 1.0), (RIGHT_HAND_OFFSET, 16, -1.0)):
     w = kp[wrist]
     kp[offset] = w
     for f, ang in enumerate(finger_dirs):
-      direction = np.array([np.sin(ang) * mirror, np.cos(ang)])
+      direction = np.array([np.sin(ang) * mirror, -np.cos(ang)])
       p = w.copy()
       for k in range(4):
         p = p + s * seg[f, k] * direction
         kp[offset + 1 + 4 * f + k] = p
+  # Keypoints outside the image are reported as not visible, as a detector would.
+  vis[np.any((kp < 0) | (kp > 1), axis=-1)] = 0.0
   return kp, vis
