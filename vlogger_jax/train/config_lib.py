@@ -22,6 +22,7 @@ def engine_config() -> ml_collections.ConfigDict:
   c.log_every = 50
   c.eval_every = 0                 # 0: no periodic evaluation
   c.frozen = ()                    # regexes over '/'-joined parameter paths: frozen, no opt state
+  c.prefetch = 2                   # batches moved to the devices ahead of the step
 
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam",                 # adam | adamw

@@ -22,6 +22,7 @@ import optax
 from vlogger_jax.train import checkpoint as ckpt_lib
 from vlogger_jax.train import mesh as mesh_lib
 from vlogger_jax.train import metrics as metrics_lib
+from vlogger_jax.train.prefetch import DevicePrefetcher
 from vlogger_jax.train.state import (TrainState, ema_update, make_optimizer, merge, split_frozen)
 from vlogger_jax.train.tasks import get_task
 
@@ -210,6 +211,7 @@ def train(config, workdir: str, devices=None) -> TrainResult:
     if data_state is not None:
       data.set_state(data_state)
     _log(f"{config.task}: resumed from step {start} in {checkpointer.directory}")
+  data = DevicePrefetcher(data, trainer.device_batch, size=config.prefetch)
 
   def check_finite(step: int):
     bad = int(state.bad_step)
@@ -226,33 +228,36 @@ def train(config, workdir: str, devices=None) -> TrainResult:
   total = config.num_train_steps
   progress = metrics_lib.Progress(total, step)
   history, rates, stopped = [], [], False
-  with _StopFlag() as stop:
-    while step < total:
-      batch = trainer.device_batch(next(data))
-      state, metrics = trainer.train_step(state, batch)
-      step += 1
-      history.append(metrics)
-      if step % config.log_every == 0 or step == total:
-        check_finite(step)
-        summary = metrics_lib.mean_metrics(history)
-        history = []
-        rate = progress.report(step, summary)
-        rates.append(rate)
-        writer.write(step, dict(summary, steps_per_sec=rate))
-      if config.eval_every and (step % config.eval_every == 0 or step == total):
-        writer.write(step, task.evaluate(trainer.eval_params(state), jax.random.PRNGKey(step)))
-      preempted = (stop.raised if jax.process_count() == 1
-                   else checkpointer.reached_preemption(step))
-      if step % config.checkpoint.every == 0 or step == total or preempted:
-        check_finite(step)
-        checkpointer.save(step, state, config_dict, data.get_state(), force=True)
-      if preempted and step < total:
-        _log(f"stop requested: saved step {step} in {checkpointer.directory}; rerun the same "
-             "command to resume.")
-        stopped = True
-        break
-  checkpointer.wait()
-  checkpointer.close()
-  writer.close()
+  try:
+    with _StopFlag() as stop:
+      while step < total:
+        batch = next(data)
+        state, metrics = trainer.train_step(state, batch)
+        step += 1
+        history.append(metrics)
+        if step % config.log_every == 0 or step == total:
+          check_finite(step)
+          summary = metrics_lib.mean_metrics(history)
+          history = []
+          rate = progress.report(step, summary)
+          rates.append(rate)
+          writer.write(step, dict(summary, steps_per_sec=rate))
+        if config.eval_every and (step % config.eval_every == 0 or step == total):
+          writer.write(step, task.evaluate(trainer.eval_params(state), jax.random.PRNGKey(step)))
+        preempted = (stop.raised if jax.process_count() == 1
+                     else checkpointer.reached_preemption(step))
+        if step % config.checkpoint.every == 0 or step == total or preempted:
+          check_finite(step)
+          checkpointer.save(step, state, config_dict, data.get_state(), force=True)
+        if preempted and step < total:
+          _log(f"stop requested: saved step {step} in {checkpointer.directory}; rerun the same "
+               "command to resume.")
+          stopped = True
+          break
+  finally:
+    data.close()
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
   steady = rates[1:] or rates
   return TrainResult(state, sum(steady) / len(steady) if steady else 0.0, stopped)

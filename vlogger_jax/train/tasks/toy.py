@@ -36,7 +36,8 @@ class MixtureIterator:
 
   def __init__(self, seed: int, process_index: int, local_batch: int, num_modes: int):
     self.seed, self.process_index, self.local_batch = seed, process_index, local_batch
-    self.weights, self.means, self.covs = mixture(num_modes)
+    self.weights, self.means, covs = mixture(num_modes)
+    self.chol = np.linalg.cholesky(covs)
     self.position = 0
 
   def __iter__(self):
@@ -47,7 +48,7 @@ class MixtureIterator:
     self.position += 1
     k = rng.choice(len(self.weights), size=self.local_batch, p=self.weights)
     z = rng.standard_normal((self.local_batch, 2))
-    x = self.means[k] + np.einsum("bij,bj->bi", np.linalg.cholesky(self.covs[k]), z)
+    x = self.means[k] + np.einsum("bij,bj->bi", self.chol[k], z)
     return {"x": x.astype(np.float32)}
 
   def get_state(self) -> dict:
