@@ -20,7 +20,7 @@ def _inside(px, py, tri):
   (ax, ay), (bx, by), (cx, cy) = np.asarray(tri, np.float64)[:, :2]
   edge = lambda x0, y0, x1, y1: (x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)
   w = [edge(bx, by, cx, cy), edge(cx, cy, ax, ay), edge(ax, ay, bx, by)]
-  s = np.sign(edge(ax, ay, bx, by, ) if False else (bx - ax) * (cy - ay) - (by - ay) * (cx - ax))
+  s = np.sign((bx - ax) * (cy - ay) - (by - ay) * (cx - ax))
   return (w[0] * s >= 0) & (w[1] * s >= 0) & (w[2] * s >= 0)
 
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from vlogger_jax import geometry
 
-PROCEDURAL_VERSION = 1
+PROCEDURAL_VERSION = 2
 NUM_SHAPE = 64
 NUM_EXPRESSION = 64
 HEAD_POSE_DIM = 9
@@ -763,10 +763,10 @@ def _shape_basis(v, group, info, rng):
       "head_height": lambda px, py, pz: 0.05 * np.stack([0 * py, py, 0 * py], -1),
       "head_depth": lambda px, py, pz: 0.05 * np.stack([0 * pz, 0 * pz, pz], -1),
       "face_length": lambda px, py, pz: np.stack(
-          [0 * py, 0.08 * np.clip(py + 0.01, 0, 0.1) * (1 - _smoothstep(0.09, 0.13, py))
-           + 0.008 * _smoothstep(0.09, 0.13, py), 0 * py], -1),
+          [0 * py, 0.05 * np.clip(py + 0.01, 0, 0.1) * (1 - _smoothstep(0.09, 0.13, py))
+           + 0.005 * _smoothstep(0.09, 0.13, py), 0 * py], -1),
       "jaw_width": lambda px, py, pz: np.stack(
-          [0.09 * px * _smoothstep(0.02, 0.08, py) * (1 - _smoothstep(0.10, 0.13, py)), 0 * px,
+          [0.05 * px * _smoothstep(0.02, 0.08, py) * (1 - _smoothstep(0.10, 0.13, py)), 0 * px,
            0 * px], -1),
       "chin_protrusion": region(lambda px, py, pz: _gauss(px, py, 0, 0.085, 0.025, 0.02)
                                 * fr(px, py, pz), dz=-0.005),

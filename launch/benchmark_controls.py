@@ -1,0 +1,103 @@
+"""Times `render.render_controls` (+ `controls_to_input`) for clips of frames at several sizes.
+
+  python launch/benchmark_controls.py --frames 240 --sizes 128,512 --json /tmp/controls.json
+
+Compile time is measured separately (lower + compile); the run time is the median of --repeats
+timed calls after --warmup calls, each ended with block_until_ready. Frames are a synthetic clip:
+random expressions and small head motions of the procedural head at a talking-head framing.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+
+from vlogger_jax import body  # pylint: disable=wrong-import-position
+from vlogger_jax import geometry  # pylint: disable=wrong-import-position
+from vlogger_jax import head  # pylint: disable=wrong-import-position
+from vlogger_jax import render  # pylint: disable=wrong-import-position
+
+FOV = 40.0
+DISTANCE = 1.2
+
+
+def clip_inputs(num_frames, seed=0):
+  """A synthetic clip: shape [64], expression [F, 64], head pose [F, 9], body [F, 75, 2], [F, 75]."""
+  rng = np.random.RandomState(seed)
+  t = np.arange(num_frames) / 24.0
+  expr = (0.3 * rng.normal(size=(num_frames, 64))).astype(np.float32)
+  expr[:, head.EXPRESSION["jaw_open"]] = 0.5 + 0.5 * np.sin(2 * np.pi * 3.0 * t)
+  rot = np.stack([0.1 * np.sin(2 * np.pi * 0.3 * t), 0.3 * np.sin(2 * np.pi * 0.2 * t),
+                  0.05 * np.sin(2 * np.pi * 0.5 * t)], -1).astype(np.float32)
+  pose = np.concatenate([np.asarray(geometry.matrix_to_rot6d(geometry.euler_xyz_to_matrix(rot))),
+                         np.tile([[0.0, -0.08, DISTANCE]], (num_frames, 1))], -1)
+  kp, vis = body.rest_pose((0.5, 0.33), 0.2)
+  kp = kp[None] + 0.01 * rng.normal(size=(num_frames, 75, 2))
+  vis = np.broadcast_to(vis, (num_frames, 75))
+  shape = rng.normal(size=64).astype(np.float32)
+  return shape, expr, pose.astype(np.float32), kp.astype(np.float32), vis.astype(np.float32)
+
+
+def controls_step(model, shape, expr, pose, kp, vis, *, size, budget):
+  """Everything a training step needs: the network input and the shaded frames."""
+  out = render.render_controls(model, shape, expr, pose, kp, vis, FOV, size=size, budget=budget)
+  return render.controls_to_input(out), out["rgb"]
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--frames", type=int, default=240)
+  parser.add_argument("--sizes", default="128,512")
+  parser.add_argument("--repeats", type=int, default=20)
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--budget", type=int, default=0,
+                      help="rasterizer candidate budget; 0 picks 2^28 on accelerators, 2^25 on CPU")
+  parser.add_argument("--json", default=None, help="write the results here as JSON")
+  args = parser.parse_args(argv)
+  backend = jax.default_backend()
+  budget = args.budget or (2**25 if backend == "cpu" else 2**28)
+  model = head.load_default()
+  inputs = clip_inputs(args.frames)
+  device = jax.devices()[0]
+  rows = []
+  for size in [int(s) for s in args.sizes.split(",")]:
+    fn = jax.jit(controls_step, static_argnames=("size", "budget"))
+    dev_inputs = jax.device_put(inputs, device)
+    t0 = time.perf_counter()
+    compiled = fn.lower(model, *dev_inputs, size=size, budget=budget).compile()
+    compile_s = time.perf_counter() - t0
+    for _ in range(args.warmup):
+      jax.block_until_ready(compiled(model, *dev_inputs))
+    times = []
+    for _ in range(args.repeats):
+      t0 = time.perf_counter()
+      jax.block_until_ready(compiled(model, *dev_inputs))
+      times.append(time.perf_counter() - t0)
+    rows.append({"size": size, "frames": args.frames, "compile_s": compile_s,
+                 "median_s": statistics.median(times), "min_s": min(times),
+                 "ms_per_frame": 1e3 * statistics.median(times) / args.frames})
+  result = {"device": str(device.device_kind), "backend": backend, "triangles": model.num_faces,
+            "vertices": model.num_vertices, "budget": budget, "repeats": args.repeats,
+            "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), "results": rows}
+  print(f"device: {result['device']} ({backend}), {model.num_faces} triangles")
+  print(f"{'size':>6} {'frames':>7} {'compile s':>10} {'median s':>10} {'min s':>8} {'ms/frame':>9}")
+  for r in rows:
+    print(f"{r['size']:>6} {r['frames']:>7} {r['compile_s']:>10.2f} {r['median_s']:>10.4f} "
+          f"{r['min_s']:>8.4f} {r['ms_per_frame']:>9.3f}")
+  if args.json:
+    tmp = args.json + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(result, f, indent=2)
+    os.replace(tmp, args.json)
+
+
+if __name__ == "__main__":
+  main()
