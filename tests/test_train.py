@@ -221,3 +221,41 @@ def test_readme_main_command_trains_and_leaves_checkpoint_and_metrics(tmp_path):
   assert losses[-1] < 0.6 * losses[0]
   evals = [m for m in metrics if "eval/near_mode" in m]
   assert evals and evals[-1]["eval/near_mode"] > 0.6
+
+
+def _free_port():
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _multiprocess_run(workdir, steps):
+  port = _free_port()
+  procs = []
+  for pid in range(2):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO,
+               XLA_FLAGS="--xla_force_host_platform_device_count=1",
+               JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+               JAX_PROCESS_ID=str(pid))
+    cmd = [sys.executable, TRAIN, "--config=configs/toy.py:tiny", f"--workdir={workdir}",
+           f"--config.num_train_steps={steps}", "--config.checkpoint.every=100",
+           "--config.eval_every=0"]
+    procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  return outs
+
+
+def test_two_processes_train_checkpoint_and_resume(tmp_path):
+  """Multi-host: jax.distributed over two processes, one process-local batch shard each."""
+  (out0, _), (out1, _) = _multiprocess_run(tmp_path, 200)
+  assert "step 200/200" in out0 and "step" not in out1   # only process 0 reports
+  data_dir = tmp_path / "checkpoints" / "200" / "data"
+  states = json.loads(next(p for p in data_dir.iterdir() if p.name != "commit_success.txt"
+                           and p.name != "_METADATA").read_text())
+  assert states == {"0": {"position": 200}, "1": {"position": 200}}
+  (out0, _), _ = _multiprocess_run(tmp_path, 300)
+  assert "resumed from step 200" in out0 and "step 300/300" in out0

@@ -22,7 +22,7 @@ import optax
 from vlogger_jax.train import checkpoint as ckpt_lib
 from vlogger_jax.train import mesh as mesh_lib
 from vlogger_jax.train import metrics as metrics_lib
-from vlogger_jax.train.prefetch import DevicePrefetcher
+from vlogger_jax.train.prefetch import DeviceIterator, DevicePrefetcher
 from vlogger_jax.train.state import (TrainState, ema_update, make_optimizer, merge, split_frozen)
 from vlogger_jax.train.tasks import get_task
 
@@ -211,7 +211,8 @@ def train(config, workdir: str, devices=None) -> TrainResult:
     if data_state is not None:
       data.set_state(data_state)
     _log(f"{config.task}: resumed from step {start} in {checkpointer.directory}")
-  data = DevicePrefetcher(data, trainer.device_batch, size=config.prefetch)
+  data = (DevicePrefetcher(data, trainer.device_batch, size=config.prefetch) if config.prefetch
+          else DeviceIterator(data, trainer.device_batch))
 
   def check_finite(step: int):
     bad = int(state.bad_step)

@@ -62,3 +62,22 @@ class DevicePrefetcher:
   def close(self):
     self._stop.set()
     self._thread.join(timeout=5)
+
+
+class DeviceIterator:
+  """The same interface without a thread: put(next(iterator)) on demand (prefetch = 0)."""
+
+  def __init__(self, iterator, put: Callable[[Any], Any]):
+    self._iterator, self._put = iterator, put
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    return self._put(next(self._iterator))
+
+  def get_state(self):
+    return self._iterator.get_state()
+
+  def close(self):
+    pass
