@@ -1,0 +1,68 @@
+"""Tests for vlogger_jax/video_io.py: real mp4 files through the ffmpeg binary."""
+
+import os
+
+import numpy as np
+import pytest
+
+from vlogger_jax import audio as audio_lib
+from vlogger_jax import video_io
+
+
+def _frames(t=12, h=32, w=48):
+  # Smooth content: H.264 reproduces it to within a few grey levels.
+  yy, xx = np.mgrid[0:h, 0:w]
+  out = np.zeros((t, h, w, 3), np.uint8)
+  for i in range(t):
+    out[i, ..., 0] = (40 + 4 * i + 2 * xx).clip(0, 255)
+    out[i, ..., 1] = (60 + 3 * yy).clip(0, 255)
+    out[i, ..., 2] = 120
+  return out
+
+
+def test_round_trip_with_audio(tmp_path):
+  frames = _frames()
+  n = audio_lib.num_samples_for_frames(len(frames))
+  tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / audio_lib.SAMPLE_RATE)
+  path = tmp_path / "clip.mp4"
+  video_io.write_video(path, frames, fps=24, audio=tone.astype(np.float32))
+  assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]  # no temporary files left behind
+  got, fps = video_io.read_video(path)
+  assert got.shape == frames.shape
+  assert fps == pytest.approx(24.0)
+  assert np.abs(got.astype(float) - frames.astype(float)).mean() < 3.0
+  decoded = audio_lib.load_audio(str(path))
+  # AAC adds priming/padding of at most a couple of 1024-sample packets.
+  assert abs(len(decoded) - n) < 2100
+  spectrum = np.abs(np.fft.rfft(decoded[:4096]))
+  assert abs(np.argmax(spectrum) * audio_lib.SAMPLE_RATE / 4096 - 440) < 10
+
+
+def test_int16_audio_and_no_audio(tmp_path):
+  frames = _frames(t=6)
+  pcm = (np.random.default_rng(0).normal(size=4000) * 3000).astype(np.int16)
+  video_io.write_video(tmp_path / "a.mp4", frames, audio=pcm)
+  assert len(audio_lib.load_audio(str(tmp_path / "a.mp4"))) > 3000
+  video_io.write_video(tmp_path / "b.mp4", frames)
+  got, _ = video_io.read_video(tmp_path / "b.mp4")
+  assert got.shape == frames.shape
+  with pytest.raises(audio_lib.AudioError):
+    audio_lib.load_audio(str(tmp_path / "b.mp4"))
+
+
+def test_bad_inputs(tmp_path):
+  with pytest.raises(video_io.VideoError, match="expected \\[T, H, W, 3\\]"):
+    video_io.write_video(tmp_path / "x.mp4", np.zeros((4, 8, 8), np.uint8))
+  with pytest.raises(video_io.VideoError, match="uint8"):
+    video_io.write_video(tmp_path / "x.mp4", np.zeros((4, 8, 8, 3), np.float32))
+  with pytest.raises(video_io.VideoError, match="even"):
+    video_io.write_video(tmp_path / "x.mp4", np.zeros((4, 9, 8, 3), np.uint8))
+  with pytest.raises(video_io.VideoError, match="folder"):
+    video_io.write_video(tmp_path / "nope" / "x.mp4", np.zeros((4, 8, 8, 3), np.uint8))
+  with pytest.raises(video_io.VideoError, match="not an existing"):
+    video_io.read_video(tmp_path / "missing.mp4")
+  junk = tmp_path / "junk.mp4"
+  junk.write_bytes(b"not a video at all" * 10)
+  with pytest.raises(video_io.VideoError, match="could not be decoded"):
+    video_io.read_video(junk)
+  assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]

@@ -1,0 +1,121 @@
+"""Video files: H.264 mp4 (yuv420p) with AAC audio out, RGB frames in, through the ffmpeg binary
+that imageio-ffmpeg ships (so a pip-only install can write and read videos).
+
+write_video(path, frames [T, H, W, 3] uint8, fps=24, audio=None) writes to a temporary name in the
+same folder and renames, so an interrupted write never leaves a half-written file under `path`.
+Audio is mono 16 kHz (audio.SAMPLE_RATE), float in [-1, 1] or int16 PCM.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import wave
+
+import imageio_ffmpeg
+import numpy as np
+
+from vlogger_jax import audio as audio_lib
+
+
+class VideoError(ValueError):
+  """A video input (array or file) cannot be written or read."""
+
+
+def _ffmpeg() -> str:
+  return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _check_frames(frames) -> np.ndarray:
+  frames = np.asarray(frames)
+  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+    raise VideoError(f"write_video: frames have shape {frames.shape}; expected [T, H, W, 3] "
+                     "with T >= 1.")
+  if frames.dtype != np.uint8:
+    raise VideoError(f"write_video: frames have dtype {frames.dtype}; expected uint8 RGB.")
+  if frames.shape[1] % 2 or frames.shape[2] % 2:
+    raise VideoError(f"write_video: frames are {frames.shape[2]}x{frames.shape[1]}; H.264 in "
+                     "yuv420p expects an even width and height.")
+  return np.ascontiguousarray(frames)
+
+
+def _audio_int16(audio) -> np.ndarray:
+  audio = np.asarray(audio)
+  if audio.ndim != 1 or audio.size == 0:
+    raise VideoError(f"write_video: audio has shape {audio.shape}; expected mono samples [S] "
+                     f"at {audio_lib.SAMPLE_RATE} Hz.")
+  if audio.dtype == np.int16:
+    return audio
+  if not np.issubdtype(audio.dtype, np.floating) or not np.all(np.isfinite(audio)):
+    raise VideoError(f"write_video: audio has dtype {audio.dtype} or non-finite values; expected "
+                     "int16 PCM or finite floats in [-1, 1].")
+  return np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+def _write_wav(path: str, samples: np.ndarray) -> None:
+  with wave.open(path, "wb") as w:
+    w.setnchannels(1)
+    w.setsampwidth(2)
+    w.setframerate(audio_lib.SAMPLE_RATE)
+    w.writeframes(samples.astype("<i2").tobytes())
+
+
+def write_video(path, frames, fps: float = 24, audio=None, crf: int = 18) -> str:
+  """Writes frames [T, H, W, 3] uint8 (and optional mono 16 kHz audio [S]) to an H.264/AAC mp4."""
+  path = os.fspath(path)
+  frames = _check_frames(frames)
+  if not fps or fps <= 0:
+    raise VideoError(f"write_video: fps is {fps}; expected a positive frame rate.")
+  directory = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(directory):
+    raise VideoError(f"write_video: the folder of {path!r} does not exist; expected an existing "
+                     "folder to write the video into.")
+  samples = None if audio is None else _audio_int16(audio)
+  t, h, w, _ = frames.shape
+  fd, tmp = tempfile.mkstemp(prefix=".tmp_video_", suffix=".mp4", dir=directory)
+  os.close(fd)
+  wav = None
+  try:
+    cmd = [_ffmpeg(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+           "-s", f"{w}x{h}", "-r", str(fps), "-i", "-"]
+    if samples is not None:
+      fd, wav = tempfile.mkstemp(prefix=".tmp_audio_", suffix=".wav", dir=directory)
+      os.close(fd)
+      _write_wav(wav, samples)
+      cmd += ["-i", wav]
+    cmd += ["-map", "0:v:0", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(int(crf)),
+            "-preset", "medium", "-movflags", "+faststart"]
+    if samples is not None:
+      cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "96k"]
+    cmd += ["-f", "mp4", tmp]
+    proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True, check=False)
+    if proc.returncode != 0:
+      reason = proc.stderr.decode(errors="replace").strip().splitlines()
+      raise VideoError(f"write_video: ffmpeg could not encode {path!r} "
+                       f"({reason[-1] if reason else 'no message'}).")
+    os.replace(tmp, path)
+  finally:
+    for leftover in (tmp, wav):
+      if leftover and os.path.exists(leftover):
+        os.remove(leftover)
+  return path
+
+
+def read_video(path) -> tuple[np.ndarray, float]:
+  """Decodes a video file into RGB frames [T, H, W, 3] uint8 and its frame rate."""
+  path = os.fspath(path)
+  if not os.path.isfile(path) or os.path.getsize(path) == 0:
+    raise VideoError(f"read_video: {path!r} is not an existing non-empty file; expected a video "
+                     "that ffmpeg can decode.")
+  try:
+    reader = imageio_ffmpeg.read_frames(path)
+    meta = next(reader)
+    w, h = meta["size"]
+    frames = [np.frombuffer(buf, np.uint8).reshape(h, w, 3) for buf in reader]
+  except (RuntimeError, OSError, StopIteration, KeyError) as e:
+    raise VideoError(f"read_video: {path!r} could not be decoded ({str(e).splitlines()[0]}); "
+                     "expected a video that ffmpeg can decode.") from None
+  if not frames:
+    raise VideoError(f"read_video: {path!r} holds no video frames; expected at least one.")
+  return np.stack(frames), float(meta["fps"])
