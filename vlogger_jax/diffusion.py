@@ -154,20 +154,26 @@ def masked_mse(pred: jax.Array, target: jax.Array, weights=None, mask=None) -> j
   return jnp.sum(err * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def temporal_difference_loss(pred: jax.Array, weights=None, mask=None, axis: int = 1) -> jax.Array:
-  """Mean of weights * (pred[i+1] - pred[i])^2 along `axis` (paper's L_temp); masks pairs too.
+def temporal_difference_loss(pred: jax.Array, target=None, weights=None, mask=None,
+                             axis: int = 1) -> jax.Array:
+  """Mean of weights * (d pred - d target)^2 over consecutive frames along `axis` (L_temp).
 
-  pred [B, T, ...]; mask [B, T] or broadcastable to pred: a pair counts only if both frames do.
+  Without `target` this is the paper's literal form, the squared difference of the prediction at
+  consecutive frames (a smoothness prior); with `target` it matches the prediction's frame-to-frame
+  velocity to the target's. pred [B, T, ...]; mask [B, T] or broadcastable to pred: a pair counts
+  only if both of its frames do.
   """
   n = pred.shape[axis]
-  hi = jax.lax.slice_in_dim(pred, 1, n, axis=axis).astype(jnp.float32)
-  lo = jax.lax.slice_in_dim(pred, 0, n - 1, axis=axis).astype(jnp.float32)
+  diff = lambda a: (jax.lax.slice_in_dim(a, 1, n, axis=axis).astype(jnp.float32)
+                    - jax.lax.slice_in_dim(a, 0, n - 1, axis=axis).astype(jnp.float32))
+  d_pred = diff(pred)
+  d_target = diff(target) if target is not None else jnp.zeros_like(d_pred)
   pair_mask = None
   if mask is not None:
     mask = mask.reshape(mask.shape + (1,) * (pred.ndim - mask.ndim))
     pair_mask = (jax.lax.slice_in_dim(mask, 1, n, axis=axis)
                  * jax.lax.slice_in_dim(mask, 0, n - 1, axis=axis))
-  return masked_mse(hi, lo, weights=weights, mask=pair_mask)
+  return masked_mse(d_pred, d_target, weights=weights, mask=pair_mask)
 
 
 # --- guidance and thresholding -----------------------------------------------------------------
