@@ -23,6 +23,9 @@ _STEPS = flags.DEFINE_integer("steps", 50, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps after compilation.")
 _LOOP_STEPS = flags.DEFINE_integer("loop_steps", 0, "Steps of the real training loop (0: skip).")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Device peak in TFLOP/s; 0 measures it.")
+_DATA = flags.DEFINE_enum("data", "fake", ["fake", "real"],
+                          "Timed steps on a random batch of the task's batch_spec (no dataset "
+                          "needed) or on the task's first real batch.")
 _OUT = flags.DEFINE_string("out", None, "Write the figures as JSON to this path.")
 flags.mark_flags_as_required(["config"])
 
@@ -49,7 +52,21 @@ def measure_peak_tflops() -> tuple[float, str]:
   return rate, f"measured {n}^3 {jnp.dtype(dtype).name} matmul"
 
 
-def run(config, steps, warmup, loop_steps, peak_tflops):
+def fake_batch(trainer, seed: int = 0) -> dict:
+  """Random host-local arrays shaped like the task's batch (uniform in [0, 1], ints in [0, 255])."""
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  out = {}
+  for k, spec in trainer.abstract_batch.items():
+    shape = (trainer.local_batch,) + tuple(spec.shape[1:])
+    if np.issubdtype(spec.dtype, np.integer):
+      out[k] = rng.integers(0, 256, size=shape).astype(spec.dtype)
+    else:
+      out[k] = rng.uniform(size=shape).astype(spec.dtype)
+  return out
+
+
+def run(config, steps, warmup, loop_steps, peak_tflops, data="fake"):
   import tempfile
   import time
 
@@ -61,8 +78,11 @@ def run(config, steps, warmup, loop_steps, peak_tflops):
   from vlogger_jax.train.state import merge
 
   trainer = loop.Trainer(config)
-  data = trainer.task.data_iterator(jax.process_index(), jax.process_count(), trainer.local_batch)
-  batch = trainer.device_batch(next(data))
+  if data == "real":
+    it = trainer.task.data_iterator(jax.process_index(), jax.process_count(), trainer.local_batch)
+    batch = trainer.device_batch(next(it))
+  else:
+    batch = trainer.device_batch(fake_batch(trainer))
   state = trainer.init_state()
 
   t = time.perf_counter()
@@ -104,6 +124,7 @@ def run(config, steps, warmup, loop_steps, peak_tflops):
   mem = compiled.memory_analysis()
   figures = {
       "config": f"{config.task}:{config.variant}",
+      "data": data,
       "device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
       "global_batch": config.batch_size,
       "compile_s": compile_s,
@@ -136,7 +157,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   import json
 
-  figures = run(_CONFIG.value, _STEPS.value, _WARMUP.value, _LOOP_STEPS.value, _PEAK.value)
+  figures = run(_CONFIG.value, _STEPS.value, _WARMUP.value, _LOOP_STEPS.value, _PEAK.value,
+                _DATA.value)
   width = max(len(k) for k in figures)
   for k, v in figures.items():
     shown = f"{v:.4g}" if isinstance(v, float) else str(v)
