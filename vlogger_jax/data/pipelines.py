@@ -1,0 +1,303 @@
+"""grain input pipelines over the datasets of builders.py: motion windows, video clips, images.
+
+Every pipeline returns a grain DatasetIterator of host-local batches (dicts of numpy arrays with a
+leading batch dimension) that is infinite (each epoch reshuffled), deterministic for a seed and
+process layout, sharded by process (process p reads records p, p + P, ... of the split), and
+checkpointable: get_state() is a JSON-able dict and set_state(state) continues with exactly the
+batch that would have come next, with or without worker processes. Records that fail to decode are
+skipped with a warning that counts them. No JAX runs here (worker processes stay accelerator-free).
+
+Batch dicts (B = host-local batch, L = max_frames, N = num_frames, R = resolution), float32 unless
+marked:
+  motion_pipeline  mel [B, L, 256], motion [B, L, 223] (normalised), mask [B, L],
+                   ref_head_pose [B, 9], ref_body_keypoints [B, 75, 2], shape [B, 64], fov [B]
+  video_pipeline   frames uint8 [B, N, R, R, 3], ref_frame uint8 [B, R, R, 3], shape [B, 64],
+                   fov [B], expression [B, N, 64], head_pose [B, N, 9],
+                   body_keypoints [B, N, 75, 2], body_visibility [B, N, 75], ref_expression [B, 64],
+                   ref_head_pose [B, 9], ref_body_keypoints [B, 75, 2], ref_body_visibility [B, 75]
+  image_pipeline   video_pipeline with N = 1
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Any, Callable
+
+from absl import flags
+from absl import logging
+import grain
+import numpy as np
+
+from vlogger_jax.data import builders
+
+MEL_BINS = 256
+MOTION_DIM = 223
+# Reading threads per process (or per worker): decoding is PNG and memcpy, which release the GIL.
+READ_THREADS = 4
+
+
+class Records:
+  """Decoded records of one split, as a grain source; unreadable records come back as None."""
+
+  def __init__(self, version_dir: str | None, split: str, source: Any = None):
+    self.version_dir, self.split = version_dir, split
+    self._source = source
+    self._length = len(self._open())
+    self.skipped = 0
+    self._failures_in_a_row = 0
+
+  def _open(self):
+    if self._source is None:
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+      builder = tfds.builder_from_directory(self.version_dir)
+      if self.split not in builder.info.splits:
+        raise ValueError(f"dataset {self.version_dir} has no split '{self.split}'; expected one "
+                         f"of {', '.join(builder.info.splits)}.")
+      self._source = builder.as_data_source(self.split)
+    return self._source
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    if self.version_dir is not None:
+      state["_source"] = None  # Worker processes open their own readers.
+    return state
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index: int) -> dict | None:
+    try:
+      record = self._open()[index]
+      self._failures_in_a_row = 0
+      return record
+    except Exception as e:  # pylint: disable=broad-except
+      # A corrupt record must not end a long run; the count shows how common they are.
+      self.skipped += 1
+      self._failures_in_a_row += 1
+      logging.warning("Skipped unreadable record %d of split %s in %s (%s: %s); %d skipped so "
+                      "far in this process.", index, self.split, self.version_dir, type(e).__name__,
+                      e, self.skipped)
+      if self._failures_in_a_row > self._length:
+        raise ValueError(f"every record of split {self.split} in {self.version_dir} failed to "
+                         "decode; expected a readable dataset (rebuild it).") from e
+      return None
+
+
+def open_records(data_dir_or_source: Any, split: str) -> Records:
+  """Records of `split` from a dataset folder (see builders.resolve) or a decoded-record sequence."""
+  if isinstance(data_dir_or_source, (str, os.PathLike)):
+    return Records(builders.resolve(data_dir_or_source), split)
+  if isinstance(data_dir_or_source, Records):
+    return data_dir_or_source
+  if not hasattr(data_dir_or_source, "__getitem__") or not hasattr(data_dir_or_source, "__len__"):
+    raise ValueError(f"data source {data_dir_or_source!r} is neither a dataset folder nor a "
+                     "sequence of records; expected a path from launch/build_dataset.py.")
+  return Records(None, split, data_dir_or_source)
+
+
+def load_stats(stats: Any, records: Records, absolute: bool = False):
+  """motion.Stats from a Stats, a JSON path, or (None) the file beside the dataset."""
+  from vlogger_jax import motion  # pylint: disable=g-import-not-at-top
+  if isinstance(stats, motion.Stats):
+    return stats
+  if stats is None:
+    if records.version_dir is None:
+      raise ValueError("motion_pipeline needs `stats` when reading from a data source object; "
+                       "expected a motion.Stats or the path of a motion_stats.json.")
+    name = builders.ABSOLUTE_STATS_FILE if absolute else builders.STATS_FILE
+    stats = os.path.join(records.version_dir, name)
+  return motion.Stats.load(os.fspath(stats))
+
+
+def _summary(records: Records) -> dict | None:
+  if records.version_dir is None:
+    return None
+  path = os.path.join(records.version_dir, builders.SUMMARY_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f).get(records.split)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-example transforms (picklable: they travel to worker processes).
+
+
+class MotionWindow:
+  """A record -> one random window of min_frames..max_frames, padded to max_frames."""
+
+  def __init__(self, mean, std, min_frames: int, max_frames: int, absolute: bool):
+    self.mean = np.asarray(mean, np.float32)
+    self.std = np.asarray(std, np.float32)
+    self.min_frames, self.max_frames, self.absolute = min_frames, max_frames, absolute
+
+  def __call__(self, record: dict | None, rng: np.random.Generator) -> dict | None:
+    if record is None:
+      return None
+    t = int(record["num_frames"])
+    length = min(t, int(rng.integers(self.min_frames, self.max_frames + 1)))
+    s = int(rng.integers(0, t - length + 1))
+    w = slice(s, s + length)
+    ref_head_pose = np.asarray(record["head_pose"][s], np.float32)
+    ref_keypoints = np.asarray(record["body_keypoints"][s], np.float32)
+    vectors = builders.pack_numpy(record["expression"][w], record["head_pose"][w],
+                                  record["body_keypoints"][w], ref_head_pose, ref_keypoints,
+                                  self.absolute)
+    pad = self.max_frames - length
+    motion = np.zeros((self.max_frames, MOTION_DIM), np.float32)
+    motion[:length] = (vectors - self.mean) / self.std
+    mel = np.zeros((self.max_frames, MEL_BINS), np.float32)
+    mel[:length] = record["mel"][w]
+    return {
+        "mel": mel,
+        "motion": motion,
+        "mask": np.concatenate([np.ones(length, np.float32), np.zeros(pad, np.float32)]),
+        "ref_head_pose": ref_head_pose,
+        "ref_body_keypoints": ref_keypoints,
+        "shape": np.asarray(record["shape"], np.float32),
+        "fov": np.asarray(record["fov"], np.float32),
+    }
+
+
+def decode_frame(png: bytes, resolution: int) -> np.ndarray:
+  """PNG bytes -> uint8 [resolution, resolution, 3]; box filter down, bilinear up."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with Image.open(io.BytesIO(png)) as image:
+    image = image.convert("RGB")
+    if image.size != (resolution, resolution):
+      down = image.width > resolution
+      image = image.resize((resolution, resolution),
+                           Image.Resampling.BOX if down else Image.Resampling.BILINEAR)
+    return np.asarray(image, np.uint8)
+
+
+def sample_window_and_reference(num_frames: int, window: int, min_distance: int,
+                                rng: np.random.Generator) -> tuple[int, int] | None:
+  """(start, reference): a uniform start among those that admit a reference at least
+  `min_distance` frames from every window frame, then a uniform such reference; None if none."""
+  starts = np.arange(max(0, num_frames - window + 1))
+  before = np.maximum(0, starts - min_distance + 1)  # references 0 .. s - D
+  after = np.maximum(0, num_frames - (starts + window - 1 + min_distance))  # s + N - 1 + D ..
+  valid = np.flatnonzero(before + after > 0)
+  if valid.size == 0:
+    return None
+  s = int(starts[valid[rng.integers(valid.size)]])
+  k = int(rng.integers(before[s] + after[s]))
+  return s, (k if k < before[s] else s + window - 1 + min_distance + (k - before[s]))
+
+
+class VideoWindow:
+  """A record -> num_frames consecutive frames, a distant reference frame and their parameters."""
+
+  def __init__(self, resolution: int, num_frames: int, min_ref_distance: int):
+    self.resolution, self.num_frames, self.min_ref_distance = (resolution, num_frames,
+                                                               min_ref_distance)
+
+  def __call__(self, record: dict | None, rng: np.random.Generator) -> dict | None:
+    if record is None:
+      return None
+    t = int(record["num_frames"])
+    pick = sample_window_and_reference(t, self.num_frames, self.min_ref_distance, rng)
+    if pick is None:
+      logging.log_first_n(logging.WARNING, "Skipped a clip of %d frames: too short for %d-frame "
+                          "windows with a reference %d frames away.", 5, t, self.num_frames,
+                          self.min_ref_distance)
+      return None
+    s, r = pick
+    w = slice(s, s + self.num_frames)
+    png = record["frames"]
+    frames = np.stack([decode_frame(png[i], self.resolution) for i in range(s, s + self.num_frames)])
+    f32 = lambda key, index: np.asarray(record[key][index], np.float32)  # noqa: E731
+    return {
+        "frames": frames,
+        "ref_frame": decode_frame(png[r], self.resolution),
+        "shape": np.asarray(record["shape"], np.float32),
+        "fov": np.asarray(record["fov"], np.float32),
+        "expression": f32("expression", w),
+        "head_pose": f32("head_pose", w),
+        "body_keypoints": f32("body_keypoints", w),
+        "body_visibility": f32("body_visibility", w),
+        "ref_expression": f32("expression", r),
+        "ref_head_pose": f32("head_pose", r),
+        "ref_body_keypoints": f32("body_keypoints", r),
+        "ref_body_visibility": f32("body_visibility", r),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipelines.
+
+
+def _iterator(records: Records, transform: Callable, batch_size: int, seed: int,
+              process_index: int, process_count: int, num_workers: int) -> grain.DatasetIterator:
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} is not in [0, {process_count}); expected "
+                     "0 <= process_index < process_count.")
+  if len(records) < process_count:
+    raise ValueError(f"split {records.split} has {len(records)} clips for {process_count} "
+                     "processes; expected at least one clip per process.")
+  if batch_size < 1:
+    raise ValueError(f"batch_size is {batch_size}; expected a positive host-local batch size.")
+  ds = grain.MapDataset.source(records)[process_index::process_count]
+  # Shuffling after sharding keeps shards disjoint; repeat after shuffle reshuffles every epoch.
+  ds = ds.shuffle(seed=seed % 2**32).repeat()
+  ds = ds.random_map(transform, seed=(seed * 7919 + process_index) % 2**32)
+  read = grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=2 * batch_size)
+  it = ds.to_iter_dataset(read).batch(batch_size, drop_remainder=True)
+  if num_workers > 0:
+    if not flags.FLAGS.is_parsed():
+      # grain reads its own absl flags when it starts workers; outside an absl app (a library
+      # user, pytest) nobody parsed them, and their defaults are what we want.
+      flags.FLAGS.mark_as_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
+                                                     per_worker_buffer_size=2))
+  return iter(it)
+
+
+def motion_pipeline(data_dir_or_source: Any, split: str, batch_size: int, seed: int,
+                    process_index: int = 0, process_count: int = 1, stats: Any = None,
+                    num_workers: int = 0, min_frames: int = 72, max_frames: int = 240,
+                    absolute: bool = False) -> grain.DatasetIterator:
+  """Audio-to-motion batches: random 72-240 frame windows padded to max_frames (module doc).
+
+  Motion is motion.pack relative to the window's first frame, normalised by `stats` (a
+  motion.Stats, a JSON path, or None for the dataset's own motion_stats[_absolute].json).
+  A clip shorter than min_frames gives one window of the whole clip.
+  """
+  if not 0 < min_frames <= max_frames:
+    raise ValueError(f"window lengths [{min_frames}, {max_frames}] are not a valid range; "
+                     "expected 0 < min_frames <= max_frames.")
+  records = open_records(data_dir_or_source, split)
+  s = load_stats(stats, records, absolute)
+  transform = MotionWindow(s.mean, s.std, min_frames, max_frames, absolute)
+  return _iterator(records, transform, batch_size, seed, process_index, process_count,
+                   num_workers)
+
+
+def video_pipeline(data_dir_or_source: Any, split: str, batch_size: int, seed: int,
+                   process_index: int = 0, process_count: int = 1, *, resolution: int,
+                   num_workers: int = 0, num_frames: int = 8,
+                   min_ref_distance: int = 72) -> grain.DatasetIterator:
+  """Video-model batches: num_frames-frame windows and a reference frame at least
+  min_ref_distance frames from each of them (Supp. C.2), resized to `resolution` (module doc)."""
+  records = open_records(data_dir_or_source, split)
+  summary = _summary(records)
+  needed = num_frames + min_ref_distance
+  if summary is not None and summary["max_frames"] < needed:
+    raise ValueError(f"split {split} of {records.version_dir} has clips of at most "
+                     f"{summary['max_frames']} frames; expected at least {needed} for "
+                     f"{num_frames}-frame windows with a reference {min_ref_distance} frames away.")
+  transform = VideoWindow(resolution, num_frames, min_ref_distance)
+  return _iterator(records, transform, batch_size, seed, process_index, process_count,
+                   num_workers)
+
+
+def image_pipeline(data_dir_or_source: Any, split: str, batch_size: int, seed: int,
+                   process_index: int = 0, process_count: int = 1, *, resolution: int,
+                   num_workers: int = 0, min_ref_distance: int = 72) -> grain.DatasetIterator:
+  """Image pre-training batches: video_pipeline with one frame, frames uint8 [B, 1, R, R, 3]."""
+  return video_pipeline(data_dir_or_source, split, batch_size, seed, process_index,
+                        process_count, resolution=resolution, num_workers=num_workers,
+                        num_frames=1, min_ref_distance=min_ref_distance)
