@@ -1,0 +1,704 @@
+"""Synthetic talking humans: clips in the dataset format, generated deterministically from a seed.
+
+With no data at hand every command still runs end to end on these clips (DESIGN.md §6). A clip is
+a random identity (head shape, skin, hair, eyes, clothes, background, camera, framing from a tight
+face to the torso with hands) speaking syllables of synthetic speech. The audio drives the motion
+through fixed, documented rules (docs/synthetic.md), so the audio-to-motion relation is real and a
+model can learn it:
+
+- mouth: per sample, the vowel's openness times the voiced loudness opens the jaw; rounded vowels
+  (/o/, /u/) pucker, spread vowels (/i/, /e/) stretch the lips; /p b m/ close the lips.
+- head: slow drift plus a nod on every stressed syllable; brows rise on stressed syllables.
+- body: the forearms rise into the gesture space while a phrase is spoken and beat on stressed
+  syllables; they relax in pauses.
+- eyes: blinks every 2-6 s (about 150 ms), gaze saccades between fixations; independent of audio.
+
+Split of the work: `plan_clip` draws every random number with np.random.default_rng(seed) on the
+host and computes the audio and the per-frame parameters (cheap, no rendering: enough for the
+motion model); `render_frames` draws all frames of one or more clips in one jitted call (the head
+with render.render_controls, the neck, torso, arms and hands as shaded 2-D signed-distance shapes
+placed by the body keypoints, over the background); `generate_clip` does both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage
+from scipy import signal
+
+from vlogger_jax import body as body_lib
+from vlogger_jax import geometry
+from vlogger_jax import head as head_lib
+from vlogger_jax import render
+from vlogger_jax.data import schema
+
+FPS = schema.FPS
+SR = schema.SAMPLE_RATE
+E = head_lib.EXPRESSION
+
+# Vowels: formants F1, F2, F3 (Hz) and mouth targets (openness, rounding, spreading) in [0, 1].
+VOWELS = {
+    "a": ((780.0, 1250.0, 2600.0), (1.00, 0.0, 0.15)),
+    "e": ((520.0, 1850.0, 2600.0), (0.62, 0.0, 0.55)),
+    "i": ((300.0, 2300.0, 3000.0), (0.32, 0.0, 1.00)),
+    "o": ((520.0, 900.0, 2500.0), (0.68, 0.85, 0.00)),
+    "u": ((330.0, 820.0, 2400.0), (0.30, 1.00, 0.00)),
+}
+VOWEL_NAMES = tuple(VOWELS)
+# Consonants: (kind, duration range s, noise band Hz or None, mouth (open, round, spread), lips closed)
+CONSONANTS = {
+    "p": ("plosive", (0.05, 0.08), (500.0, 7000.0), (0.0, 0.0, 0.0), True),
+    "b": ("plosive", (0.04, 0.06), (300.0, 4000.0), (0.0, 0.0, 0.0), True),
+    "m": ("nasal", (0.06, 0.09), None, (0.0, 0.0, 0.0), True),
+    "t": ("plosive", (0.04, 0.07), (2500.0, 7000.0), (0.12, 0.0, 0.25), False),
+    "k": ("plosive", (0.05, 0.07), (1500.0, 4000.0), (0.15, 0.0, 0.1), False),
+    "n": ("nasal", (0.05, 0.08), None, (0.12, 0.0, 0.2), False),
+    "s": ("fricative", (0.07, 0.11), (4000.0, 7800.0), (0.08, 0.0, 0.6), False),
+    "f": ("fricative", (0.07, 0.10), (1500.0, 7500.0), (0.06, 0.0, 0.2), True),
+    "": ("none", (0.0, 0.0), None, (0.0, 0.0, 0.0), False),
+}
+# Jaw opening (theta_e[0]; 1 = 0.32 rad) of a fully loud /a/.
+JAW_GAIN = 0.62
+JAW_FLOOR = 0.3
+PUCKER_GAIN = 0.9
+SPREAD_GAIN = 0.45
+LIPS_PART_GAIN = 0.35
+# Neutral head height crown to chin (m); framing picks how much of the image it fills.
+HEAD_HEIGHT_M = 0.23
+
+
+def _rot(axis, angle):
+  """Rotation matrices [..., 3, 3] about a coordinate axis (0 x, 1 y, 2 z) by angles [...]."""
+  c, s = np.cos(angle), np.sin(angle)
+  o, z = np.ones_like(angle), np.zeros_like(angle)
+  if axis == 0:
+    rows = [[o, z, z], [z, c, -s], [z, s, c]]
+  elif axis == 1:
+    rows = [[c, z, s], [z, o, z], [-s, z, c]]
+  else:
+    rows = [[c, -s, z], [s, c, z], [z, z, o]]
+  return np.stack([np.stack(r, -1) for r in rows], -2)
+
+
+def _smooth_noise(rng, n, sigma, scale=1.0):
+  """Low-pass Gaussian noise [n] with standard deviation `scale` (sigma in samples)."""
+  x = ndimage.gaussian_filter1d(rng.normal(size=n + int(8 * sigma)), sigma, mode="wrap")[:n]
+  # The filter's gain on white noise is known, so short clips are not renormalised (which would
+  # blow a nearly flat segment up to full scale).
+  return scale * x * np.sqrt(2 * np.sqrt(np.pi) * sigma)
+
+
+def _hsv(h, s, v):
+  import colorsys  # pylint: disable=g-import-not-at-top
+  return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v), np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Identity, camera and framing.
+
+
+def _identity(rng):
+  t = rng.uniform()
+  skin = (1 - t) * np.array([0.93, 0.76, 0.64]) + t * np.array([0.36, 0.23, 0.15])
+  skin = np.clip(skin * rng.uniform(0.95, 1.05, 3), 0, 1)
+  hair = [np.array([0.06, 0.05, 0.05]), np.array([0.22, 0.13, 0.07]), np.array([0.45, 0.3, 0.15]),
+          np.array([0.78, 0.63, 0.38]), np.array([0.55, 0.22, 0.10]), np.array([0.6, 0.6, 0.6])]
+  hair = np.clip(hair[rng.choice(len(hair), p=[0.3, 0.3, 0.12, 0.1, 0.08, 0.1])]
+                 * rng.uniform(0.85, 1.15, 3), 0, 1)
+  iris = [np.array([0.28, 0.16, 0.08]), np.array([0.25, 0.42, 0.6]), np.array([0.3, 0.45, 0.25]),
+          np.array([0.4, 0.42, 0.45])]
+  iris = iris[rng.choice(4, p=[0.55, 0.2, 0.15, 0.1])]
+  shirt = _hsv(rng.uniform(), rng.uniform(0.15, 0.75), rng.uniform(0.2, 0.9))
+  light = np.array([rng.uniform(-0.8, 0.8), rng.uniform(-0.8, -0.2), -rng.uniform(0.5, 0.9)])
+  return {
+      "skin": skin.astype(np.float32), "hair": hair.astype(np.float32),
+      "iris": iris.astype(np.float32), "shirt": shirt,
+      "long_sleeves": bool(rng.uniform() < 0.5),
+      "light": (light / np.linalg.norm(light)).astype(np.float32),
+      "ambient": float(rng.uniform(0.32, 0.45)), "diffuse": float(rng.uniform(0.6, 0.78)),
+      "shoulder_half_width": float(rng.uniform(0.16, 0.2)),
+  }
+
+
+def _background(rng):
+  h = rng.uniform()
+  a = _hsv(h, rng.uniform(0.0, 0.45), rng.uniform(0.25, 0.9))
+  b = _hsv(h + rng.normal(0, 0.08), rng.uniform(0.0, 0.45), rng.uniform(0.2, 0.9))
+  ang = rng.uniform(0, 2 * np.pi)
+  blobs = np.concatenate([rng.uniform(0, 1, (4, 2)), rng.uniform(0.08, 0.3, (4, 1)),
+                          rng.normal(0, 0.08, (4, 1))], 1)
+  return {
+      "colour_a": a, "colour_b": b,
+      "direction": np.array([np.cos(ang), np.sin(ang)], np.float32),
+      "stripe": np.array([rng.uniform(4, 14), rng.uniform(0, 2 * np.pi),
+                          rng.choice([0.0, rng.uniform(0.02, 0.06)])], np.float32),
+      "blobs": blobs.astype(np.float32) * (rng.uniform() < 0.6),
+  }
+
+
+# ----------------------------------------------------------------------------------------------
+# Speech: a syllable timeline, the waveform, and the per-sample articulation curves.
+
+
+def _syllables(rng, duration):
+  """List of syllables (start, consonant, cons_dur, vowel, vowel_dur, stress) and phrase spans."""
+  out, phrases = [], []
+  t = rng.uniform(0.1, 0.6)
+  cons_names = list(CONSONANTS)
+  cons_p = np.array([0.12, 0.08, 0.1, 0.12, 0.1, 0.08, 0.1, 0.08, 0.22])
+  while t < duration - 0.3:
+    n = int(rng.integers(3, 11))
+    start = t
+    for k in range(n):
+      c = cons_names[rng.choice(len(cons_names), p=cons_p / cons_p.sum())]
+      cd = rng.uniform(*CONSONANTS[c][1]) if c else 0.0
+      v = VOWEL_NAMES[rng.choice(5, p=[0.3, 0.2, 0.2, 0.15, 0.15])]
+      stress = rng.uniform() < (0.5 if k == 0 else 0.28)
+      vd = rng.uniform(0.09, 0.19) * (1.35 if stress else 1.0)
+      if t + cd + vd > duration - 0.05:
+        break
+      out.append((t, c, cd, v, vd, stress))
+      t += cd + vd + rng.uniform(0.0, 0.04)
+    phrases.append((start, t))
+    t += rng.uniform(0.25, 0.9)
+  return out, phrases
+
+
+def _fill(arr, t0, t1, value):
+  i0, i1 = int(round(t0 * SR)), int(round(t1 * SR))
+  arr[max(i0, 0):max(i1, 0)] = value
+
+
+def _speech(rng, syllables, phrases, num_samples):
+  """Waveform [S] float32 and per-sample articulation curves (dict of [S] float32)."""
+  n = num_samples
+  t = np.arange(n) / SR
+  formants = np.zeros((n, 3), np.float32)
+  formants[:] = VOWELS["a"][0]
+  mouth = np.zeros((n, 3), np.float32)  # open, round, spread targets
+  voiced = np.zeros(n, np.float32)  # voiced amplitude target
+  nasal = np.zeros(n, np.float32)
+  noise_amp = {}
+  stress_curve = np.zeros(n, np.float32)
+  for (s0, c, cd, v, vd, stress) in syllables:
+    kind, _, band, c_mouth, _ = CONSONANTS[c]
+    gain = rng.uniform(0.85, 1.0) if stress else rng.uniform(0.5, 0.72)
+    if c:
+      _fill(mouth, s0, s0 + cd, c_mouth)
+      if kind == "nasal":
+        _fill(voiced, s0, s0 + cd, 0.35 * gain)
+        _fill(nasal, s0, s0 + cd, 1.0)
+        _fill(formants, s0, s0 + cd, (260.0, 1300.0 if c == "m" else 1600.0, 2500.0))
+      elif kind == "plosive":
+        arr = noise_amp.setdefault(band, np.zeros(n, np.float32))
+        _fill(arr, s0 + cd - 0.018, s0 + cd, 0.5 * gain)
+      elif kind == "fricative":
+        arr = noise_amp.setdefault(band, np.zeros(n, np.float32))
+        _fill(arr, s0, s0 + cd, 0.22 * gain)
+    (f1, f2, f3), v_mouth = VOWELS[v]
+    v0 = s0 + cd
+    _fill(formants, v0, v0 + vd, (f1, f2, f3))
+    _fill(mouth, v0, v0 + vd, v_mouth)
+    # Open vowels are intrinsically louder, as in real speech.
+    loud = gain * (0.75 + 0.25 * v_mouth[0])
+    i0, i1 = int(round(v0 * SR)), int(round((v0 + vd) * SR))
+    x = np.linspace(0, 1, max(i1 - i0, 1))
+    voiced[i0:i1] = loud * np.minimum(1.0, 6 * x) * (1 - 0.35 * x)
+    if stress:
+      _fill(stress_curve, v0, v0 + vd, gain)
+  # Coarticulation: targets blend over ~25 ms; amplitudes attack/release over ~8 ms.
+  formants = ndimage.gaussian_filter1d(formants, 0.02 * SR, axis=0, mode="nearest")
+  mouth = ndimage.gaussian_filter1d(mouth, 0.025 * SR, axis=0, mode="nearest")
+  level = ndimage.gaussian_filter1d(voiced, 0.008 * SR, mode="nearest")
+  nasal = ndimage.gaussian_filter1d(nasal, 0.01 * SR, mode="nearest")
+
+  # Pitch: speaker's base, declination over each phrase, a rise on stressed syllables, jitter.
+  f0_base = rng.choice([rng.uniform(95, 140), rng.uniform(170, 235)])
+  decl = np.ones(n, np.float32)
+  for (p0, p1) in phrases:
+    i0, i1 = int(p0 * SR), min(int(p1 * SR) + SR // 5, n)
+    decl[i0:i1] = np.linspace(1.12, 0.88, max(i1 - i0, 0))
+  f0 = f0_base * decl * (1 + 0.18 * ndimage.gaussian_filter1d(stress_curve, 0.05 * SR))
+  f0 *= 1 + 0.01 * _smooth_noise(rng, n, 0.03 * SR)
+  phase = 2 * np.pi * np.cumsum(f0) / SR
+  # Additive synthesis: harmonics of a 1/k source shaped by three formant resonances, computed
+  # on a 1 ms grid and interpolated, normalised so the voiced RMS equals `level` exactly.
+  hop = 16
+  grid = np.arange(0, n + hop, hop)
+  gi = np.minimum(grid, n - 1)
+  k = np.arange(1, 61, dtype=np.float32)[:, None]
+  harm = k * f0[gi][None, :]
+  bw = np.array([90.0, 110.0, 170.0])
+  amp = np.zeros_like(harm)
+  nasal_g = nasal[gi][None, :]
+  for j in range(3):
+    fj = formants[gi, j][None, :]
+    gj = (1.0, 0.6, 0.25)[j] * (1 - 0.7 * nasal_g if j else 1.0)
+    amp += gj / (1 + ((harm - fj) / bw[j])**2)
+  amp *= (1.0 / k) * (harm < 7500)
+  amp /= np.sqrt(0.5 * np.sum(amp**2, 0, keepdims=True)) + 1e-9
+  wave = np.zeros(n)
+  for kk in range(amp.shape[0]):
+    a = np.interp(np.arange(n), grid, amp[kk])
+    wave += a * np.sin((kk + 1) * phase)
+  wave *= level
+  # Consonant noise, one band-passed noise per band, gated by its envelope.
+  for band, env in sorted(noise_amp.items()):
+    sos = signal.butter(4, band, btype="bandpass", fs=SR, output="sos")
+    noise = signal.sosfilt(sos, rng.normal(size=n))
+    noise /= np.std(noise) + 1e-9
+    wave += ndimage.gaussian_filter1d(env, 0.002 * SR) * noise
+  wave += 0.002 * rng.normal(size=n)  # room noise floor
+  wave = wave * (0.45 / max(np.percentile(np.abs(wave), 99.9), 1e-6))
+  curves = {"level": level, "open": mouth[:, 0], "round": mouth[:, 1], "spread": mouth[:, 2],
+            "f0": f0}
+  return np.clip(wave, -1, 1).astype(np.float32), curves
+
+
+def _per_frame(x, num_frames):
+  """Mean of a per-sample curve [S] over each frame's samples -> [T]."""
+  edges = (np.arange(num_frames + 1) * SR) // FPS
+  cs = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
+  return (cs[edges[1:]] - cs[edges[:-1]]) / np.diff(edges)
+
+
+# ----------------------------------------------------------------------------------------------
+# The plan: every parameter of a clip, without the frames.
+
+
+@dataclasses.dataclass
+class Plan:
+  """Everything about one clip except its frames (numpy arrays, float32)."""
+  clip_id: str
+  audio: np.ndarray  # [S] int16
+  shape: np.ndarray  # [64]
+  fov: float
+  expression: np.ndarray  # [T, 64]
+  head_pose: np.ndarray  # [T, 9]
+  body_keypoints: np.ndarray  # [T, 75, 2]
+  body_visibility: np.ndarray  # [T, 75]
+  style: dict  # colours, radii (m), pixels per metre [T], background
+
+
+def _frame_pulses(times, amps, num_frames, rise, fall, delay=0.0):
+  """Sum of smooth pulses (rise then exponential-ish fall, seconds) at `times` -> [T]."""
+  tf = (np.arange(num_frames) + 0.5) / FPS
+  out = np.zeros(num_frames)
+  for t0, a in zip(times, amps):
+    x = tf - t0 - delay
+    up = np.clip(x / rise, 0, 1)
+    up = up * up * (3 - 2 * up)
+    out += a * np.where(x < rise, up, np.exp(-((x - rise) / fall)**2))
+  return out
+
+
+def _face_keypoint_ids(model):
+  """Landmark indices for pose keypoints 0..10 and the ear vertex of each side."""
+  names = model.landmark_names
+  lm = {n: names.index(n) for n in names}
+  ids = [lm["nose_bridge_3"], lm["left_eye_0"], lm["left_iris_centre"], lm["left_eye_3"],
+         lm["right_eye_0"], lm["right_iris_centre"], lm["right_eye_3"], -1, -2,
+         lm["outer_lip_6"], lm["outer_lip_0"]]
+  labels = np.asarray(model.tri_labels)
+  faces = np.asarray(model.faces)
+  tmpl = np.asarray(model.template)
+  ear_v = np.unique(faces[labels == head_lib.CLASS["ears"]])
+  ears = []
+  for side in (1.0, -1.0):  # subject's left ear has x > 0
+    vs = ear_v[tmpl[ear_v, 0] * side > 0]
+    c = tmpl[vs].mean(0)
+    ears.append(int(vs[np.argmin(np.linalg.norm(tmpl[vs] - c, axis=1))]))
+  return np.array(ids), np.array(ears)
+
+
+@functools.partial(jax.jit, static_argnames=("size",))
+def _project_face(model, shape, expression, head_pose, fov, lm_ids, ear_ids, size):
+  verts, joints = head_lib.forward(model, shape, expression, head_pose, return_joints=True)
+  lms = head_lib.landmarks(model, verts)
+  pts = jnp.concatenate([lms[:, lm_ids[:7]], verts[:, ear_ids], lms[:, lm_ids[9:]]], axis=1)
+  pix, _ = geometry.project(pts, fov, size, size)
+  return pix / size, joints[:, 0]
+
+
+_HAND = np.array([  # wrist, thumb cmc..tip, index, middle, ring, pinky (mcp, pip, dip, tip); (u, v) m
+    (0, 0), (0.025, 0.02), (0.045, 0.036), (0.063, 0.046), (0.08, 0.053),
+    (0.085, 0.022), (0.118, 0.026), (0.14, 0.027), (0.158, 0.028),
+    (0.088, 0.004), (0.125, 0.004), (0.149, 0.004), (0.168, 0.004),
+    (0.084, -0.014), (0.117, -0.017), (0.139, -0.019), (0.156, -0.02),
+    (0.076, -0.03), (0.099, -0.035), (0.114, -0.038), (0.127, -0.04)], np.float64)
+
+
+def plan_clip(seed: int, num_frames: int = schema.CLIP_FRAMES, resolution: int = 128,
+              head_model=None) -> Plan:
+  """All parameters and the audio of the clip of `seed` (no frames): see generate_clip."""
+  if num_frames < 1 or resolution < 16 or resolution > schema.MAX_RESOLUTION or resolution % 2:
+    raise ValueError(f"plan_clip: num_frames={num_frames}, resolution={resolution}; expected "
+                     f"num_frames >= 1 and an even resolution in [16, {schema.MAX_RESOLUTION}].")
+  model = head_model if head_model is not None else head_lib.load_default()
+  rng = np.random.default_rng(seed)
+  t_count = int(num_frames)
+  ident = _identity(rng)
+  bg = _background(rng)
+  # Identity shape: sigma 0.7 keeps heads plausible; clipping stops rare extreme chins.
+  shape = np.clip(rng.normal(0, 0.7, head_lib.NUM_SHAPE), -1.6, 1.6).astype(np.float32)
+
+  # Camera and framing: u = 0 is a tight face, u = 1 the torso with hands.
+  u = rng.uniform() ** 0.8
+  fov = float(rng.uniform(22, 48))
+  focal = float(geometry.focal_from_fov(fov, 1, 1))  # per unit of image size
+  head_frac = float(np.exp((1 - u) * np.log(0.6) + u * np.log(0.2)))
+  dist = focal * HEAD_HEIGHT_M / head_frac
+  cy = (1 - u) * 0.44 + u * 0.27 + rng.normal(0, 0.02)
+  cx = 0.5 + rng.normal(0, 0.04)
+
+  # Speech.
+  num_samples = schema.num_samples(t_count)
+  duration = num_samples / SR
+  syllables, phrases = _syllables(rng, duration)
+  wave, curves = _speech(rng, syllables, phrases, num_samples)
+  level = curves["level"]
+  voiced_on = np.clip(level / 0.4, 0, 1)
+  # Any voiced sound opens the jaw a little; the vowel's openness sets the rest.
+  jaw = JAW_GAIN * _per_frame((JAW_FLOOR + (1 - JAW_FLOOR) * curves["open"]) * level, t_count)
+  pucker = PUCKER_GAIN * _per_frame(curves["round"] * voiced_on, t_count)
+  spread = SPREAD_GAIN * _per_frame(curves["spread"] * voiced_on, t_count)
+  lips_part = LIPS_PART_GAIN * _per_frame(curves["open"] * voiced_on, t_count)
+  stressed = [(s0 + cd, 1.0) for (s0, _, cd, _, _, st) in syllables if st]
+  stress_t = np.array([s for s, _ in stressed])
+  loud = _per_frame(level, t_count)
+
+  # Expression.
+  expr = np.zeros((t_count, head_lib.NUM_EXPRESSION))
+  expr[:, E["jaw_open"]] = jaw
+  expr[:, E["jaw_sideways"]] = _smooth_noise(rng, t_count, 12, 0.04)
+  expr[:, E["pucker"]] = pucker
+  expr[:, E["lips_part"]] = lips_part
+  expr[:, E["mouth_stretch"]] = 0.6 * spread
+  base_smile = np.clip(rng.uniform(-0.1, 0.35) + _smooth_noise(rng, t_count, 30, 0.12), -0.1, 0.7)
+  for side in ("left", "right"):
+    expr[:, E[f"smile_{side}"]] = base_smile + spread
+    expr[:, E[f"cheek_raise_{side}"]] = 0.6 * np.clip(base_smile, 0, None)
+  brows = _frame_pulses(stress_t, np.full(len(stress_t), rng.uniform(0.3, 0.8)), t_count, 0.08,
+                        0.25)
+  brow_base = rng.uniform(-0.1, 0.3)
+  expr[:, E["brow_raise_left"]] = brow_base + brows
+  expr[:, E["brow_raise_right"]] = brow_base + brows * rng.uniform(0.8, 1.0)
+  # Blinks: a renewal process with 2-6 s gaps; each blink is centred on a frame and closes fully.
+  blink = np.zeros(t_count)
+  tb = rng.uniform(0.3, 3.0)
+  while tb < t_count / FPS:
+    centre = int(tb * FPS)
+    half = rng.uniform(0.06, 0.09) * FPS  # half-duration in frames (~150 ms blinks)
+    idx = np.arange(t_count)
+    blink = np.maximum(blink, np.clip(1.3 * (1 - np.abs(idx - centre) / half), 0, 1))
+    tb += rng.uniform(2.0, 6.0)
+  lid = np.clip(rng.normal(0.05, 0.08), -0.15, 0.25)
+  expr[:, E["blink_left"]] = lid + (1 - lid) * blink
+  expr[:, E["blink_right"]] = lid + (1 - lid) * blink
+  # Gaze: fixations (mostly at the camera) joined by 2-frame saccades.
+  gaze = np.zeros((t_count, 2))
+  t0, prev = 0, np.zeros(2)
+  while t0 < t_count:
+    hold = int(rng.uniform(0.4, 2.5) * FPS)
+    nxt = (rng.normal(0, [0.07, 0.05]) if rng.uniform() < 0.6
+           else rng.normal(0, [0.35, 0.2]))
+    ramp = np.clip((np.arange(hold) + 1) / 2.0, 0, 1)[:, None]
+    seg = prev + (nxt - prev) * ramp
+    gaze[t0:t0 + hold] = seg[: max(0, min(hold, t_count - t0))]
+    prev, t0 = nxt, t0 + hold
+  expr[:, E["gaze_horizontal"]] = gaze[:, 0]
+  expr[:, E["gaze_vertical"]] = gaze[:, 1]
+  expression = expr.astype(np.float32)
+
+  # Head pose: baseline + slow drift + nods on stressed syllables (+x rotation lowers the nose).
+  nods = _frame_pulses(stress_t, rng.uniform(0.04, 0.09, len(stress_t)), t_count, 0.12, 0.22,
+                       delay=0.02)
+  pitch = rng.normal(0, 0.05) + _smooth_noise(rng, t_count, 20, 0.04) + nods
+  yaw = rng.normal(0, 0.15) + _smooth_noise(rng, t_count, 24, 0.09)
+  roll = rng.normal(0, 0.04) + _smooth_noise(rng, t_count, 24, 0.035)
+  rot = _rot(2, roll) @ _rot(1, yaw) @ _rot(0, pitch)
+  sway = np.stack([_smooth_noise(rng, t_count, 30, 0.012), _smooth_noise(rng, t_count, 30, 0.006),
+                   _smooth_noise(rng, t_count, 30, 0.015)], -1)
+  centre = np.array([(cx - 0.5) * dist / focal, (cy - 0.5) * dist / focal, dist])
+  trans = centre + sway  # the head centre (model origin) in the camera frame, before rotation
+  head_pose = np.concatenate([rot[..., :, 0], rot[..., :, 1], trans], -1).astype(np.float32)
+
+  # Face keypoints 0..10 from the projected head.
+  lm_ids, ear_ids = _face_keypoint_ids(model)
+  face_kp, root_cam = _project_face(model, jnp.asarray(shape), jnp.asarray(expression),
+                                    jnp.asarray(head_pose), jnp.float32(fov), jnp.asarray(lm_ids),
+                                    jnp.asarray(ear_ids), size=resolution)
+  face_kp = np.asarray(face_kp, np.float64)
+  root_cam = np.asarray(root_cam, np.float64)  # root joint: where the neck meets the torso
+
+  # Body: a 2-D kinematic chain in the plane of the root joint (metres, x right, y down).
+  z = root_cam[:, 2]
+  scale = focal / z  # normalised image units per metre
+  rest_x = root_cam[:, 0] / z * focal + 0.5
+  rest_y = root_cam[:, 1] / z * focal + 0.5
+  anchor = np.stack([rest_x, rest_y], -1)  # normalised image position of the root joint
+
+  gesture_rate = rng.uniform(0.3, 1.0)
+  phrase_on = np.zeros(t_count)
+  tf = (np.arange(t_count) + 0.5) / FPS
+  for (p0, p1) in phrases:
+    phrase_on = np.maximum(phrase_on, ((tf > p0 - 0.2) & (tf < p1 + 0.1)).astype(float))
+  phrase_on = ndimage.gaussian_filter1d(phrase_on, 0.2 * FPS, mode="nearest")
+  beats = {}
+  for side in ("left", "right"):
+    pick = rng.uniform(size=len(stress_t)) < gesture_rate * (0.8 if side == "right" else 0.6)
+    amps = rng.uniform(0.5, 1.0, len(stress_t)) * pick
+    beats[side] = _frame_pulses(stress_t, amps, t_count, 0.13, 0.28, delay=-0.05)
+  kp = np.zeros((t_count, body_lib.NUM_KEYPOINTS, 2))
+  kp[:, :11] = face_kp
+  tilt = 0.3 * roll + _smooth_noise(rng, t_count, 30, 0.02)
+  shoulder_c = np.stack([np.zeros(t_count), np.full(t_count, 0.115)], -1)
+  across = np.stack([np.cos(tilt), np.sin(tilt)], -1)
+  hw = ident["shoulder_half_width"]
+  idle = {s: _smooth_noise(rng, t_count, 25, 0.08) for s in ("left", "right")}
+  joints_m = {}
+  for side, sgn in (("left", 1.0), ("right", -1.0)):
+    g = gesture_rate * 0.45 * phrase_on + beats[side]
+    sh = shoulder_c + sgn * hw * across
+    alpha = rng.uniform(0.08, 0.18) + 0.25 * g + 0.3 * idle[side]
+    elbow = sh + 0.27 * np.stack([sgn * np.sin(alpha), np.cos(alpha)], -1)
+    phi = rng.uniform(0.55, 0.85) + 1.25 * g + idle[side]
+    length = 0.16 + 0.05 * np.clip(g, 0, 1)
+    fdir = np.stack([-sgn * np.sin(phi), np.cos(phi)], -1)
+    wrist = elbow + length[:, None] * fdir
+    # The hand continues the forearm, the fingers drooping a little; thumb towards the top.
+    droop = -sgn * (0.35 - 0.25 * np.clip(g, 0, 1))
+    ud = np.stack([np.cos(droop) * fdir[:, 0] - np.sin(droop) * fdir[:, 1],
+                   np.sin(droop) * fdir[:, 0] + np.cos(droop) * fdir[:, 1]], -1)
+    vd = sgn * np.stack([-ud[:, 1], ud[:, 0]], -1)
+    hand = _HAND * np.array([0.8, 1.0])
+    hand_pts = wrist[:, None] + hand[None, :, :1] * ud[:, None] + hand[None, :, 1:] * vd[:, None]
+    hip = shoulder_c + np.array([sgn * 0.14, 0.5])
+    joints_m[side] = (sh, elbow, wrist, hand_pts, hip)
+  def img(p):  # metres relative to the root joint -> normalised image coordinates
+    return anchor[:, None] + np.asarray(p).reshape(t_count, -1, 2) * scale[:, None, None]
+  for side, off, ids in (("left", body_lib.LEFT_HAND_OFFSET, (11, 13, 15, 17, 19, 21, 23)),
+                         ("right", body_lib.RIGHT_HAND_OFFSET, (12, 14, 16, 18, 20, 22, 24))):
+    sh, elbow, wrist, hand_pts, hip = joints_m[side]
+    hp = img(hand_pts)
+    kp[:, off:off + body_lib.NUM_HAND] = hp
+    for i, p in zip(ids, (sh, elbow, wrist)):
+      kp[:, i] = img(p)[:, 0]
+    kp[:, ids[3]] = hp[:, 17]  # pinky knuckle
+    kp[:, ids[4]] = hp[:, 5]  # index knuckle
+    kp[:, ids[5]] = hp[:, 3]  # thumb
+    kp[:, ids[6]] = img(hip)[:, 0]
+    for j in (25, 27, 29, 31) if side == "left" else (26, 28, 30, 32):
+      kp[:, j] = img(hip + np.array([0.0, 0.5 + 0.1 * (j >= 27) + 0.05 * (j >= 29)]))[:, 0]
+  inside = np.all((kp >= 0) & (kp <= 1), -1)
+  vis = inside.astype(np.float32)
+  vis[:, 25:33] = 0.0  # legs are below the frame or hidden: the torso continues off-screen
+
+  style = dict(ident)
+  style.update({"background": bg, "scale_px_per_m": (scale * resolution).astype(np.float32),
+                "root_px": (anchor * resolution).astype(np.float32),
+                "resolution": resolution})
+  audio16 = np.round(wave * 32767).astype(np.int16)
+  return Plan(clip_id=f"synthetic-{seed:08d}", audio=audio16, shape=shape, fov=np.float32(fov),
+              expression=expression, head_pose=head_pose,
+              body_keypoints=kp.astype(np.float32), body_visibility=vis, style=style)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering: all frames of one or more clips in one jitted call.
+
+
+def _capsule(px, py, a, b, r):
+  """Signed distance [F, H, W] (pixels) to capsules from a [F, 2] to b [F, 2] of radius r [F]."""
+  ax, ay = a[:, 0, None, None], a[:, 1, None, None]
+  bx, by = b[:, 0, None, None] - ax, b[:, 1, None, None] - ay
+  qx, qy = px - ax, py - ay
+  h = jnp.clip((qx * bx + qy * by) / jnp.maximum(bx * bx + by * by, 1e-6), 0.0, 1.0)
+  return jnp.hypot(qx - h * bx, qy - h * by) - r[:, None, None]
+
+
+def _smooth_min(a, b, k):
+  """Union of two signed distances [F, H, W] with a round fillet of k [F] pixels (no shading seam)."""
+  k = k[:, None, None]
+  h = jnp.maximum(k - jnp.abs(a - b), 0.0) / k
+  return jnp.minimum(a, b) - h * h * k * 0.25
+
+
+def _convex_polygon(px, py, verts):
+  """Signed distance [F, H, W] to convex polygons verts [F, N, 2] (either winding)."""
+  n = verts.shape[1]
+  dist = jnp.inf
+  sides = []
+  for i in range(n):
+    a, b = verts[:, i], verts[:, (i + 1) % n]
+    dist = jnp.minimum(dist, _capsule(px, py, a, b, jnp.zeros(a.shape[0])))
+    ex, ey = (b - a)[:, 0, None, None], (b - a)[:, 1, None, None]
+    sides.append(ex * (py - a[:, 1, None, None]) - ey * (px - a[:, 0, None, None]))
+  sides = jnp.stack(sides)
+  inside = jnp.all(sides >= 0, 0) | jnp.all(sides <= 0, 0)
+  return jnp.where(inside, -dist, dist)
+
+
+def _shade(sdf, bevel, albedo, light, ambient, diffuse):
+  """A shaded 2-D layer: sdf [F, H, W] px, bevel [F] px -> (rgb [F, H, W, 3], alpha [F, H, W]).
+
+  Inside a band of width `bevel` from the edge the surface turns away like a cylinder, so arms
+  and the torso read as round under the clip's light.
+  """
+  alpha = jnp.clip(0.5 - sdf, 0.0, 1.0)
+  gy, gx = jnp.gradient(sdf, axis=(1, 2))
+  norm = jnp.maximum(jnp.hypot(gx, gy), 1e-6)
+  k = jnp.clip(1.0 + sdf / bevel[:, None, None], 0.0, 0.97)
+  n = jnp.stack([gx / norm * k, gy / norm * k, -jnp.sqrt(1.0 - k * k)], -1)
+  lambert = jnp.clip(jnp.sum(n * light[:, None, None, :], -1), 0.0, 1.0)
+  shade = ambient[:, None, None] + diffuse[:, None, None] * lambert
+  return albedo[:, None, None, :] * shade[..., None], alpha
+
+
+def _over(dst, rgb, alpha):
+  return dst * (1.0 - alpha[..., None]) + rgb * alpha[..., None]
+
+
+def _background_image(p, size):
+  """Per-frame background [F, H, W, 3] from gradient colours, soft stripes and blobs."""
+  f = p["bg_a"].shape[0]
+  ys, xs = jnp.meshgrid((jnp.arange(size) + 0.5) / size, (jnp.arange(size) + 0.5) / size,
+                        indexing="ij")
+  d = p["bg_dir"]
+  t = jnp.clip((xs - 0.5) * d[:, 0, None, None] + (ys - 0.5) * d[:, 1, None, None] + 0.5, 0, 1)
+  img = p["bg_a"][:, None, None] * (1 - t[..., None]) + p["bg_b"][:, None, None] * t[..., None]
+  st = p["bg_stripe"]
+  stripes = st[:, 2, None, None] * jnp.sin(st[:, 0, None, None] * 2 * jnp.pi
+                                           * (xs * d[:, 1, None, None] - ys * d[:, 0, None, None])
+                                           + st[:, 1, None, None])
+  bl = p["bg_blobs"]  # [F, 4, (x, y, radius, amplitude)]
+  r2 = (xs[None, None] - bl[:, :, 0, None, None])**2 + (ys[None, None] - bl[:, :, 1, None, None])**2
+  blobs = jnp.sum(bl[:, :, 3, None, None] * jnp.exp(-r2 / (bl[:, :, 2, None, None]**2 + 1e-6)), 1)
+  vignette = 1.0 - 0.3 * ((xs - 0.5)**2 + (ys - 0.5)**2)
+  del f
+  return jnp.clip((img + (stripes + blobs)[..., None]) * vignette[..., None], 0.0, 1.0)
+
+
+@functools.partial(jax.jit, static_argnames=("size",))
+def _render(model, p, size):
+  """Frames [F, size, size, 3] uint8 from per-frame parameters p (see _frame_arrays)."""
+  app = render.Appearance(skin=p["skin"], hair=p["hair"], iris=p["iris"], light_dir=p["light"],
+                          ambient=p["ambient"], diffuse=p["diffuse"])
+  ctrl = render.render_controls(model, p["shape"], p["expression"], p["head_pose"], p["kp"],
+                                p["vis"], p["fov"], size, appearance=app)
+  light = p["light"] / jnp.linalg.norm(p["light"], axis=-1, keepdims=True)
+  amb, dif = p["ambient"], p["diffuse"]
+  s = p["scale"]  # pixels per metre at the body's depth
+  kp = p["kp"] * size
+  ys, xs = jnp.meshgrid(jnp.arange(size) + 0.5, jnp.arange(size) + 0.5, indexing="ij")
+  px, py = xs[None], ys[None]
+  img = _background_image(p, size)
+  skin, shirt, sleeve = p["skin"], p["shirt"], p["sleeve"]
+
+  sh_l, sh_r = kp[:, 11], kp[:, 12]
+  sh_c = 0.5 * (sh_l + sh_r)
+  root = p["root_px"]
+  neck = _capsule(px, py, root, sh_c, 0.05 * s)
+  img = _over(img, *_shade(neck, 0.05 * s, skin * 0.8, light, amb, dif))
+  # Torso: shoulders to hips, continued below the frame, rounded at the shoulders.
+  # Torso: a hexagon from the base of the neck over sloping shoulders to the hips, continued
+  # below the frame; round caps over the shoulders.
+  down = jnp.array([0.0, 2.0])[None] * s[:, None]
+  across = (sh_l - sh_r) / jnp.maximum(jnp.linalg.norm(sh_l - sh_r, axis=-1, keepdims=True), 1e-6)
+  up = jnp.stack([across[:, 1], -across[:, 0]], -1)
+  neck_l = sh_c + (0.06 * across + 0.045 * up) * s[:, None]
+  neck_r = sh_c + (-0.06 * across + 0.045 * up) * s[:, None]
+  out_l = sh_l + (0.04 * across - 0.02 * up) * s[:, None]
+  out_r = sh_r + (-0.04 * across - 0.02 * up) * s[:, None]
+  hip_l, hip_r = kp[:, 23], kp[:, 24]
+  hexagon = jnp.stack([neck_r, neck_l, out_l, hip_l + down, hip_r + down, out_r], 1)
+  caps = jnp.minimum(_capsule(px, py, neck_l, sh_l, 0.045 * s),
+                     _capsule(px, py, neck_r, sh_r, 0.045 * s))
+  torso = _smooth_min(_convex_polygon(px, py, hexagon), caps, 0.05 * s)
+  torso_rgb, torso_a = _shade(torso, 0.12 * s, shirt, light, amb, dif)
+  img = _over(img, torso_rgb, torso_a)
+  for sh, el in ((sh_l, kp[:, 13]), (sh_r, kp[:, 14])):
+    img = _over(img, *_shade(_capsule(px, py, sh, el, 0.05 * s), 0.05 * s, shirt * 0.93, light,
+                             amb, dif))
+  # The head, behind the shirt's neckline: a U under the chin.
+  rel_x = (px - sh_c[:, 0, None, None]) / (0.055 * s[:, None, None])
+  collar = sh_c[:, 1, None, None] - 0.04 * s[:, None, None] + 0.03 * s[:, None, None] * jnp.exp(
+      -rel_x**2)
+  below = jnp.clip(py - collar, 0.0, 1.0)
+  head_a = ctrl["mask"][..., 0] * (1.0 - torso_a * below)
+  img = _over(img, ctrl["rgb"], head_a)
+  for off, el, wr in ((body_lib.LEFT_HAND_OFFSET, kp[:, 13], kp[:, 15]),
+                      (body_lib.RIGHT_HAND_OFFSET, kp[:, 14], kp[:, 16])):
+    img = _over(img, *_shade(_capsule(px, py, el, wr, 0.04 * s), 0.04 * s, sleeve, light, amb,
+                             dif))
+    h = kp[:, off:off + body_lib.NUM_HAND]
+    hand = _capsule(px, py, h[:, 0], h[:, 9], 0.033 * s)
+    hand = jnp.minimum(hand, _capsule(px, py, h[:, 1], h[:, 4], 0.011 * s))
+    for mcp in (5, 9, 13, 17):
+      hand = jnp.minimum(hand, _capsule(px, py, h[:, mcp], h[:, mcp + 3], 0.0085 * s))
+    img = _over(img, *_shade(hand, 0.02 * s, skin, light, amb, dif))
+  return jnp.round(jnp.clip(img, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+
+
+def _frame_arrays(plan: Plan):
+  """Per-frame numpy inputs of _render for one clip."""
+  t = plan.expression.shape[0]
+  st = plan.style
+  rep = lambda x: np.broadcast_to(np.asarray(x, np.float32), (t,) + np.shape(x))
+  bg = st["background"]
+  return {
+      "shape": rep(plan.shape), "expression": plan.expression, "head_pose": plan.head_pose,
+      "kp": plan.body_keypoints, "vis": plan.body_visibility, "fov": rep(plan.fov),
+      "skin": rep(st["skin"]), "hair": rep(st["hair"]), "iris": rep(st["iris"]),
+      "light": rep(st["light"]), "ambient": rep(st["ambient"]), "diffuse": rep(st["diffuse"]),
+      "shirt": rep(st["shirt"]),
+      "sleeve": rep(st["shirt"] * 0.93 if st["long_sleeves"] else st["skin"]),
+      "scale": st["scale_px_per_m"], "root_px": st["root_px"],
+      "bg_a": rep(bg["colour_a"]), "bg_b": rep(bg["colour_b"]), "bg_dir": rep(bg["direction"]),
+      "bg_stripe": rep(bg["stripe"]), "bg_blobs": rep(bg["blobs"]),
+  }
+
+
+def render_frames(plans, head_model=None) -> list[np.ndarray]:
+  """Frames [T, R, R, 3] uint8 of each plan (same resolution), all drawn in one jitted call."""
+  plans = list(plans)
+  sizes = {p.style["resolution"] for p in plans}
+  if len(sizes) != 1:
+    raise ValueError(f"render_frames: plans have resolutions {sorted(sizes)}; expected one.")
+  model = head_model if head_model is not None else head_lib.load_default()
+  arrays = [_frame_arrays(p) for p in plans]
+  batch = {k: jnp.asarray(np.concatenate([a[k] for a in arrays], 0)) for k in arrays[0]}
+  frames = np.asarray(_render(model, batch, size=sizes.pop()))
+  splits = np.cumsum([p.expression.shape[0] for p in plans])[:-1]
+  return np.split(frames, splits)
+
+
+def _clip_dict(plan: Plan, frames: np.ndarray) -> dict:
+  return {"id": plan.clip_id, "frames": frames, "audio": plan.audio, "shape": plan.shape,
+          "fov": np.float32(plan.fov), "expression": plan.expression,
+          "head_pose": plan.head_pose, "body_keypoints": plan.body_keypoints,
+          "body_visibility": plan.body_visibility}
+
+
+def generate_clip(seed: int, num_frames: int = schema.CLIP_FRAMES, resolution: int = 128,
+                  head_model=None) -> dict:
+  """The synthetic clip of `seed` in the schema.FIELDS format: frames [T, R, R, 3] uint8, ..."""
+  return generate_clips([seed], num_frames, resolution, head_model)[0]
+
+
+def generate_clips(seeds, num_frames: int = schema.CLIP_FRAMES, resolution: int = 128,
+                   head_model=None, clips_per_call: int = 1) -> list[dict]:
+  """Clips of several seeds; `clips_per_call` clips share one render call (more is faster on an
+  accelerator, one keeps CPU memory small)."""
+  model = head_model if head_model is not None else head_lib.load_default()
+  seeds = [int(s) for s in seeds]
+  out = []
+  for i in range(0, len(seeds), max(1, int(clips_per_call))):
+    plans = [plan_clip(s, num_frames, resolution, model) for s in seeds[i:i + clips_per_call]]
+    out += [_clip_dict(p, f) for p, f in zip(plans, render_frames(plans, model))]
+  return out
