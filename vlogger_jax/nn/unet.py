@@ -1,4 +1,4 @@
-"""Imagen-style UNet (the frozen image model) and its temporal, ControlNet-controlled video extension.
+"""Imagen-style UNet (the frozen image model) and its temporal, ControlNet-controlled extension.
 
 Paper §3.2 / Supp. C.2 (see docs/video_model.md). Everything is channels-last; video tensors are
 [B, T, H, W, C] outside and frames are folded into the batch, [B*T, H, W, C], inside the spatial
@@ -296,9 +296,8 @@ class Decoder(nn.Module):
         if cfg.attention[i]:
           h = Attention(cfg, name=f"up_{i}_{j}_attn", **kw)(h)
       if i:
-        n, hh, ww, c = h.shape
-        h = jax.image.resize(h, (n, 2 * hh, 2 * ww, c), "nearest")
-        h = _conv(c, 3, name=f"upsample_{i}", **kw)(h)
+        h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)   # nearest-neighbour x2
+        h = _conv(h.shape[-1], 3, name=f"upsample_{i}", **kw)(h)
         h = nn.with_logical_constraint(h, FOLDED)
     h = nn.swish(_norm(cfg.num_groups, name="norm_out", **kw)(h))
     # Zero output: the untrained model predicts ε = 0. Few output channels: never sharded.
