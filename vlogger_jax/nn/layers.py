@@ -32,3 +32,18 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> j
   if dim % 2:
     emb = jnp.pad(emb, ((0, 0), (0, 1)))
   return emb
+
+
+class TimeEmbed(nn.Module):
+  """Sinusoidal step embedding followed by a two-layer MLP: t [B] -> [B, hidden]."""
+  hidden: int
+  time_dim: int = 64
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, t: jax.Array) -> jax.Array:
+    dense = lambda f, axes, name: sharded_dense(f, axes, dtype=self.dtype,
+                                                param_dtype=self.param_dtype, name=name)
+    h = dense(self.hidden, (None, "embed"), "dense_0")(timestep_embedding(t, self.time_dim))
+    return dense(self.hidden, ("mlp", "embed"), "dense_1")(nn.silu(h))

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from vlogger_jax import motion as motion_lib
-from vlogger_jax.nn.layers import sharded_dense, timestep_embedding
+from vlogger_jax.nn.layers import TimeEmbed, sharded_dense, timestep_embedding
 
 N_MELS = 256
 # Log-mel values (audio.py: log(mel + 1e-10)) span about [-23, 5]; a fixed affine map brings them
@@ -93,9 +93,7 @@ class MotionTransformer(nn.Module):
 
     pos = timestep_embedding(jnp.arange(n), self.width, max_period=self.max_frames)
     h = h + pos[None].astype(h.dtype)
-    temb = timestep_embedding(t, self.time_dim)
-    temb = dense(self.width, (None, "mlp"), "time_in")(temb)
-    temb = dense(self.width, ("mlp", "embed"), "time_out")(nn.silu(temb))
+    temb = TimeEmbed(self.width, self.time_dim, self.dtype, self.param_dtype, name="time_embed")(t)
     h = h + temb[:, None, :]
     h = nn.with_logical_constraint(h, ("batch", None, "embed"))
 

@@ -8,22 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vlogger_jax.nn.layers import sharded_dense, timestep_embedding
-
-
-class TimeEmbed(nn.Module):
-  """Sinusoidal step embedding followed by a two-layer MLP: t [B] -> [B, hidden]."""
-  hidden: int
-  time_dim: int = 64
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, t: jax.Array) -> jax.Array:
-    dense = lambda f, axes, name: sharded_dense(f, axes, dtype=self.dtype,
-                                                param_dtype=self.param_dtype, name=name)
-    h = dense(self.hidden, (None, "embed"), "dense_0")(timestep_embedding(t, self.time_dim))
-    return dense(self.hidden, ("mlp", "embed"), "dense_1")(nn.silu(h))
+from vlogger_jax.nn.layers import TimeEmbed, sharded_dense
 
 
 class ToyDenoiser(nn.Module):

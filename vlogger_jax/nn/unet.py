@@ -28,8 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from vlogger_jax.nn.layers import sharded_dense
-from vlogger_jax.nn.toy import TimeEmbed
+from vlogger_jax.nn.layers import TimeEmbed, sharded_dense
 
 Dtype = Any
 CONV_AXES = ("conv_h", "conv_w", "conv_in", "conv_out")
