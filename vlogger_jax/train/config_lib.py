@@ -53,8 +53,12 @@ def engine_config() -> ml_collections.ConfigDict:
       ("mlp", None),
       ("heads", None),
       ("kv", None),
+      ("conv_t", None),
+      ("conv_h", None),
+      ("conv_w", None),
       ("conv_in", None),
       ("conv_out", "fsdp"),
+      ("norm", None),
   )
 
   c.checkpoint = ml_collections.ConfigDict(dict(every=1000, keep=3, async_save=True))
