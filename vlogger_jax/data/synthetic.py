@@ -620,7 +620,7 @@ def _render(model, p, size):
   caps = jnp.minimum(_capsule(px, py, neck_l, sh_l, 0.045 * s),
                      _capsule(px, py, neck_r, sh_r, 0.045 * s))
   torso = _smooth_min(_convex_polygon(px, py, hexagon), caps, 0.05 * s)
-  torso_rgb, torso_a = _shade(torso, 0.12 * s, shirt, light, amb, dif)
+  torso_rgb, torso_a = _shade(torso, 0.07 * s, shirt, light, amb, dif)
   img = _over(img, torso_rgb, torso_a)
   for sh, el in ((sh_l, kp[:, 13]), (sh_r, kp[:, 14])):
     img = _over(img, *_shade(_capsule(px, py, sh, el, 0.05 * s), 0.05 * s, shirt * 0.93, light,
