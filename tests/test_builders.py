@@ -24,7 +24,8 @@ def make_clip(seed: int, num_frames: int = FRAMES, resolution: int = RES) -> dic
   rng = np.random.default_rng(seed)
   x = np.arange(resolution)[None, :, None, None]
   t = np.arange(num_frames)[:, None, None, None]
-  frames = (rng.integers(0, 256, 3) + 5 * x + 3 * t + np.zeros((1, resolution, resolution, 3))) % 256
+  frames = (rng.integers(0, 256, 3) + 5 * x + 3 * t + np.zeros((1, resolution, resolution, 3)))
+  frames = frames % 256
   rot = np.array([1, 0, 0, 0, 1, 0], np.float32) + rng.normal(0, 0.1, (num_frames, 6))
   return {
       "id": f"clip{seed}",

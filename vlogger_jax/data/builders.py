@@ -191,9 +191,9 @@ class SyntheticConfig(tfds.core.BuilderConfig):
 SYNTHETIC_CONFIGS = [
     SyntheticConfig(name="tiny", num_train=4, num_test=2, num_frames=48, resolution=64,
                     description="For tests: 4 + 2 clips of 2 s at 64 px."),
-    SyntheticConfig(name="small", num_train=24, num_test=8, num_frames=schema.CLIP_FRAMES,
+    SyntheticConfig(name="small", num_train=16, num_test=4, num_frames=schema.CLIP_FRAMES,
                     resolution=128,
-                    description="CPU experiments: 24 + 8 clips of 10 s at 128 px."),
+                    description="CPU experiments: 16 + 4 clips of 10 s at 128 px (~4 min)."),
     SyntheticConfig(name="large", num_train=4000, num_test=200, num_frames=schema.CLIP_FRAMES,
                     resolution=256,
                     description="Accelerator training: 4000 + 200 clips of 10 s at 256 px."),
@@ -423,7 +423,7 @@ def ensure_synthetic(data_dir: str, config_name: str, workers: int = 0) -> str:
 
 
 def build_folder(source_dir: str, data_dir: str, workers: int = 0) -> str:
-  """Builds TalkingClipsFolder from the .npz clips under `source_dir`; returns the dataset folder."""
+  """Builds TalkingClipsFolder from the .npz clips under `source_dir`; returns its folder."""
   if not os.path.isdir(source_dir):
     raise ValueError(f"clip folder {source_dir} does not exist; expected a folder with "
                      "train/*.npz (and test/*.npz).")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 from typing import Any, Callable
 
 from absl import flags
@@ -44,25 +45,32 @@ class Records:
   def __init__(self, version_dir: str | None, split: str, source: Any = None):
     self.version_dir, self.split = version_dir, split
     self._source = source
+    self._lock = threading.Lock()
     self._length = len(self._open())
     self.skipped = 0
     self._failures_in_a_row = 0
 
   def _open(self):
-    if self._source is None:
-      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-      builder = tfds.builder_from_directory(self.version_dir)
-      if self.split not in builder.info.splits:
-        raise ValueError(f"dataset {self.version_dir} has no split '{self.split}'; expected one "
-                         f"of {', '.join(builder.info.splits)}.")
-      self._source = builder.as_data_source(self.split)
-    return self._source
+    with self._lock:  # grain's reading threads arrive together in a fresh worker.
+      if self._source is None:
+        import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+        builder = tfds.builder_from_directory(self.version_dir)
+        if self.split not in builder.info.splits:
+          raise ValueError(f"dataset {self.version_dir} has no split '{self.split}'; expected "
+                           f"one of {', '.join(builder.info.splits)}.")
+        self._source = builder.as_data_source(self.split)
+      return self._source
 
   def __getstate__(self):
     state = dict(self.__dict__)
+    del state["_lock"]
     if self.version_dir is not None:
       state["_source"] = None  # Worker processes open their own readers.
     return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
 
   def __len__(self) -> int:
     return self._length
@@ -86,7 +94,7 @@ class Records:
 
 
 def open_records(data_dir_or_source: Any, split: str) -> Records:
-  """Records of `split` from a dataset folder (see builders.resolve) or a decoded-record sequence."""
+  """Records of `split` from a dataset folder (builders.resolve) or a decoded-record sequence."""
   if isinstance(data_dir_or_source, (str, os.PathLike)):
     return Records(builders.resolve(data_dir_or_source), split)
   if isinstance(data_dir_or_source, Records):
@@ -208,7 +216,7 @@ class VideoWindow:
     s, r = pick
     w = slice(s, s + self.num_frames)
     png = record["frames"]
-    frames = np.stack([decode_frame(png[i], self.resolution) for i in range(s, s + self.num_frames)])
+    frames = np.stack([decode_frame(png[i], self.resolution) for i in range(w.start, w.stop)])
     f32 = lambda key, index: np.asarray(record[key][index], np.float32)  # noqa: E731
     return {
         "frames": frames,
