@@ -21,7 +21,6 @@ import struct
 import subprocess
 import tempfile
 
-import imageio_ffmpeg
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -261,6 +260,7 @@ def _decode_file(path: str) -> tuple[np.ndarray, int]:
   # WAV with float samples carries the native rate and channel count in its header, so one ffmpeg
   # run (no ffprobe, which imageio-ffmpeg does not ship) gives both the samples and their layout.
   # The "file:" protocol keeps names with ':' or a leading '-' from being read as URLs or options.
+  import imageio_ffmpeg  # pylint: disable=g-import-not-at-top  (only decoding needs ffmpeg)
   command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
              "-i", "file:" + os.path.abspath(path), "-map", "0:a:0", "-f", "wav",
              "-c:a", "pcm_f32le", "-bitexact", "-"]

@@ -13,7 +13,6 @@ import subprocess
 import tempfile
 import wave
 
-import imageio_ffmpeg
 import numpy as np
 
 from vlogger_jax import audio as audio_lib
@@ -24,6 +23,7 @@ class VideoError(ValueError):
 
 
 def _ffmpeg() -> str:
+  import imageio_ffmpeg  # pylint: disable=g-import-not-at-top  (model code runs without it)
   return imageio_ffmpeg.get_ffmpeg_exe()
 
 
@@ -109,6 +109,7 @@ def read_video(path) -> tuple[np.ndarray, float]:
     raise VideoError(f"read_video: {path!r} is not an existing non-empty file; expected a video "
                      "that ffmpeg can decode.")
   try:
+    import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
     reader = imageio_ffmpeg.read_frames(path)
     meta = next(reader)
     w, h = meta["size"]
