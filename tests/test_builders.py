@@ -137,13 +137,16 @@ def test_rebuild_is_a_no_op_and_lost_statistics_are_rewritten(built):
   info = os.path.join(path, "dataset_info.json")
   before = os.stat(info).st_mtime_ns
   stats = open(os.path.join(path, builders.STATS_FILE)).read()
-  os.remove(os.path.join(path, builders.STATS_FILE))  # As if killed after the records.
+  os.remove(os.path.join(path, builders.STATS_FILE))  # As if killed after the records ...
+  leftover = os.path.join(os.path.dirname(path), f"incomplete.ABC123_{builders.VERSION}")
+  os.makedirs(leftover)  # ... and an earlier run killed while writing them.
   with pytest.raises(ValueError, match="lacks motion_stats.json"):
     builders.resolve(path)
   assert builders.build_folder(root, data_dir) == path
   assert os.stat(info).st_mtime_ns == before
   assert open(os.path.join(path, builders.STATS_FILE)).read() == stats
   assert not [f for f in os.listdir(path) if ".tmp" in f]
+  assert not os.path.exists(leftover)
 
 
 def test_resolve_rejects_missing_paths_and_other_versions(built, tmp_path):

@@ -25,6 +25,7 @@ import io
 import json
 import multiprocessing
 import os
+import shutil
 from typing import Any, Callable, Iterable, Iterator
 
 from absl import logging
@@ -307,13 +308,20 @@ def prepare(builder: tfds.core.DatasetBuilder, download_config=None) -> str:
   """Builds `builder` unless built, writes its statistics unless written; returns the version dir.
 
   TFDS writes into an `incomplete.*` folder renamed when every split is written, so a killed
-  build leaves no version folder and the next call starts over; a finished one is a no-op.
+  build leaves no version folder and the next call removes its leftovers and starts over; a
+  finished one is a no-op.
   """
   version_dir = os.fspath(builder.data_dir)
   lock = os.path.join(os.path.dirname(version_dir), f".{os.path.basename(version_dir)}.lock")
   with _file_lock(lock):
     if is_finished(version_dir):
       return version_dir
+    # A killed build leaves its incomplete.* folder (GBs for `large`); under the lock no other
+    # build of this dataset is running, so it is garbage.
+    for stale in glob.glob(os.path.join(os.path.dirname(version_dir),
+                                        f"incomplete.*_{os.path.basename(version_dir)}")):
+      logging.info("Removing %s left by an interrupted build.", stale)
+      shutil.rmtree(stale, ignore_errors=True)
     config = download_config or tfds.download.DownloadConfig()
     config = dataclasses.replace(config, compute_stats=tfds.download.ComputeStatsMode.SKIP)
     builder.download_and_prepare(download_config=config)
