@@ -123,15 +123,6 @@ def test_statistics_are_relative_to_the_window_start(built):
                               "resolutions": [RES]}
 
 
-def test_pack_numpy_equals_motion_pack():
-  clip = make_clip(3, num_frames=20)
-  for absolute in (False, True):
-    args = (clip["expression"], clip["head_pose"], clip["body_keypoints"], clip["head_pose"][4],
-            clip["body_keypoints"][4])
-    np.testing.assert_allclose(builders.pack_numpy(*args, absolute=absolute),
-                               np.asarray(motion.pack(*args, absolute=absolute)), atol=2e-6)
-
-
 def test_rebuild_is_a_no_op_and_lost_statistics_are_rewritten(built):
   path, _, root, data_dir = built
   info = os.path.join(path, "dataset_info.json")

@@ -38,6 +38,7 @@ def test_pack_works_in_jax():
   m_jx = motion.pack(jnp.asarray(expr), jnp.asarray(pose), jnp.asarray(kp), jnp.asarray(pose[0]),
                      jnp.asarray(kp[0]))
   np.testing.assert_allclose(np.asarray(m_jx), m_np, atol=1e-5)
+  assert type(m_np) is np.ndarray  # NumPy stays NumPy: data workers never start JAX
 
 
 def test_stats_normalise_and_save(tmp_path):

@@ -18,28 +18,40 @@ All functions are batched over leading dimensions, jit-able and float32.
 from typing import Sequence
 
 import jax.numpy as jnp
+import numpy as np
 
 _EPS = 1e-8
 
 
+def _xp(x):
+  """NumPy for NumPy inputs, so data workers run these without JAX; jax.numpy otherwise."""
+  return np if isinstance(x, (np.ndarray, np.generic)) else jnp
+
+
 def _normalize(v, axis=-1):
-  return v / jnp.sqrt(jnp.maximum(jnp.sum(v * v, axis=axis, keepdims=True), _EPS**2))
+  xp = _xp(v)
+  return v / xp.sqrt(xp.maximum(xp.sum(v * v, axis=axis, keepdims=True), _EPS**2))
 
 
 def rot6d_to_matrix(r6):
-  """[..., 6] 6-D rotation (two columns) -> [..., 3, 3] rotation matrix via Gram-Schmidt."""
-  r6 = jnp.asarray(r6, jnp.float32)
+  """[..., 6] 6-D rotation (two columns) -> [..., 3, 3] rotation matrix via Gram-Schmidt.
+
+  NumPy in, NumPy out; anything else goes through jax.numpy.
+  """
+  xp = _xp(r6)
+  r6 = xp.asarray(r6, xp.float32)
   a1, a2 = r6[..., :3], r6[..., 3:6]
   b1 = _normalize(a1)
-  b2 = _normalize(a2 - jnp.sum(b1 * a2, axis=-1, keepdims=True) * b1)
-  b3 = jnp.cross(b1, b2)
-  return jnp.stack([b1, b2, b3], axis=-1)
+  b2 = _normalize(a2 - xp.sum(b1 * a2, axis=-1, keepdims=True) * b1)
+  b3 = xp.cross(b1, b2)
+  return xp.stack([b1, b2, b3], axis=-1)
 
 
 def matrix_to_rot6d(mat):
   """[..., 3, 3] rotation matrix -> [..., 6] (first column, then second column)."""
-  mat = jnp.asarray(mat, jnp.float32)
-  return jnp.concatenate([mat[..., :, 0], mat[..., :, 1]], axis=-1)
+  xp = _xp(mat)
+  mat = xp.asarray(mat, xp.float32)
+  return xp.concatenate([mat[..., :, 0], mat[..., :, 1]], axis=-1)
 
 
 def axis_angle_to_matrix(aa):

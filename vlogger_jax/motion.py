@@ -37,17 +37,19 @@ def pack(expression, head_pose, body_keypoints, ref_head_pose, ref_body_keypoint
          absolute: bool = False):
   """Motion vectors [..., T, 223] from per-frame parameters and the reference frame's pose.
 
+  All-NumPy inputs stay in NumPy (data workers never start JAX); otherwise jax.numpy.
+
   expression [..., T, 64], head_pose [..., T, 9], body_keypoints [..., T, 75, 2],
   ref_head_pose [..., 9], ref_body_keypoints [..., 75, 2]. Works on numpy and jax arrays.
   """
-  xp = jnp if any(isinstance(a, jnp.ndarray) for a in (expression, head_pose)) else np
+  xp = np if all(isinstance(a, np.ndarray) for a in (expression, head_pose)) else jnp
   if absolute:
     head, body = head_pose, body_keypoints
   else:
     r = geometry.rot6d_to_matrix(head_pose[..., :6])
     r_ref = geometry.rot6d_to_matrix(ref_head_pose[..., None, :6])
     rel = xp.swapaxes(r_ref, -1, -2) @ r
-    head = xp.concatenate([xp.asarray(geometry.matrix_to_rot6d(rel)),
+    head = xp.concatenate([geometry.matrix_to_rot6d(rel),
                            head_pose[..., 6:] - ref_head_pose[..., None, 6:]], axis=-1)
     body = body_keypoints - ref_body_keypoints[..., None, :, :]
   body = body.reshape(body.shape[:-2] + (BODY_DIM,))
@@ -57,7 +59,7 @@ def pack(expression, head_pose, body_keypoints, ref_head_pose, ref_body_keypoint
 
 def unpack(motion, ref_head_pose, ref_body_keypoints, absolute: bool = False):
   """Inverse of pack: (expression [..., T, 64], head_pose [..., T, 9], keypoints [..., T, 75, 2])."""
-  xp = jnp if isinstance(motion, jnp.ndarray) else np
+  xp = np if isinstance(motion, np.ndarray) else jnp
   expression = motion[..., EXPRESSION]
   head = motion[..., HEAD]
   body = motion[..., BODY].reshape(motion.shape[:-1] + (NUM_KEYPOINTS, 2))
@@ -66,7 +68,7 @@ def unpack(motion, ref_head_pose, ref_body_keypoints, absolute: bool = False):
   rel = geometry.rot6d_to_matrix(head[..., :6])
   r_ref = geometry.rot6d_to_matrix(ref_head_pose[..., None, :6])
   r = r_ref @ rel
-  head_pose = xp.concatenate([xp.asarray(geometry.matrix_to_rot6d(r)),
+  head_pose = xp.concatenate([geometry.matrix_to_rot6d(r),
                               head[..., 6:] + ref_head_pose[..., None, 6:]], axis=-1)
   return expression, head_pose, body + ref_body_keypoints[..., None, :, :]
 

@@ -32,6 +32,7 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vlogger_jax import motion
 from vlogger_jax.data import schema
 
 VERSION = "1.0.0"
@@ -329,38 +330,6 @@ def prepare(builder: tfds.core.DatasetBuilder, download_config=None) -> str:
   return version_dir
 
 
-def _rot6d_to_matrix(r6: np.ndarray) -> np.ndarray:
-  # NumPy twin of geometry.rot6d_to_matrix (same Gram-Schmidt and epsilon).
-  def normalize(v):
-    return v / np.sqrt(np.maximum(np.sum(v * v, axis=-1, keepdims=True), 1e-16))
-  b1 = normalize(r6[..., :3])
-  b2 = normalize(r6[..., 3:6] - np.sum(b1 * r6[..., 3:6], axis=-1, keepdims=True) * b1)
-  return np.stack([b1, b2, np.cross(b1, b2)], axis=-1)
-
-
-def pack_numpy(expression, head_pose, body_keypoints, ref_head_pose, ref_body_keypoints,
-               absolute: bool = False) -> np.ndarray:
-  """motion.pack in NumPy: [T, 64], [T, 9], [T, 75, 2], ref [9], [75, 2] -> [T, 223] float32.
-
-  Data workers must not run JAX (each would start an accelerator client, and every new window
-  length would compile); tests check that this equals motion.pack.
-  """
-  expression = np.asarray(expression, np.float32)
-  head_pose = np.asarray(head_pose, np.float32)
-  body_keypoints = np.asarray(body_keypoints, np.float32)
-  if absolute:
-    head, body = head_pose, body_keypoints
-  else:
-    ref_head_pose = np.asarray(ref_head_pose, np.float32)
-    rel = np.swapaxes(_rot6d_to_matrix(ref_head_pose[..., None, :6]), -1, -2) @ _rot6d_to_matrix(
-        head_pose[..., :6])
-    head = np.concatenate([rel[..., :, 0], rel[..., :, 1],
-                           head_pose[..., 6:] - ref_head_pose[..., None, 6:]], axis=-1)
-    body = body_keypoints - np.asarray(ref_body_keypoints, np.float32)[..., None, :, :]
-  body = body.reshape(body.shape[:-2] + (-1,))
-  return np.concatenate([expression, head, body], axis=-1).astype(np.float32)
-
-
 def motion_window_vectors(clip: dict, rng: np.random.Generator, windows: int,
                           absolute: bool = False) -> np.ndarray:
   """Motion vectors [N, 223] of `windows` random 72-240 frame windows, each relative to its
@@ -371,14 +340,13 @@ def motion_window_vectors(clip: dict, rng: np.random.Generator, windows: int,
     length = min(t, int(rng.integers(STATS_MIN_FRAMES, STATS_MAX_FRAMES + 1)))
     s = int(rng.integers(0, t - length + 1))
     w = slice(s, s + length)
-    out.append(pack_numpy(clip["expression"][w], clip["head_pose"][w], clip["body_keypoints"][w],
+    out.append(motion.pack(clip["expression"][w], clip["head_pose"][w], clip["body_keypoints"][w],
                           clip["head_pose"][s], clip["body_keypoints"][s], absolute))
   return np.concatenate(out).astype(np.float64)
 
 
 def write_statistics(version_dir: str, seed: int = 0) -> None:
   """Motion statistics over the train split and the per-split clip summary, beside the records."""
-  from vlogger_jax import motion  # pylint: disable=g-import-not-at-top
   builder = tfds.builder_from_directory(version_dir)
   summary = {}
   sums = {False: np.zeros((3, motion.MOTION_DIM)), True: np.zeros((3, motion.MOTION_DIM))}

@@ -31,10 +31,11 @@ from absl import logging
 import grain
 import numpy as np
 
+from vlogger_jax import motion as motion_lib
 from vlogger_jax.data import builders
 
 MEL_BINS = 256
-MOTION_DIM = 223
+MOTION_DIM = motion_lib.MOTION_DIM
 # Reading threads per process (or per worker): decoding is PNG and memcpy, which release the GIL.
 READ_THREADS = 4
 
@@ -150,7 +151,7 @@ class MotionWindow:
     w = slice(s, s + length)
     ref_head_pose = np.asarray(record["head_pose"][s], np.float32)
     ref_keypoints = np.asarray(record["body_keypoints"][s], np.float32)
-    vectors = builders.pack_numpy(record["expression"][w], record["head_pose"][w],
+    vectors = motion_lib.pack(record["expression"][w], record["head_pose"][w],
                                   record["body_keypoints"][w], ref_head_pose, ref_keypoints,
                                   self.absolute)
     pad = self.max_frames - length
