@@ -30,6 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.decay_rate = 0.99
   c.optimizer.decay_every = 4000
   c.ema_decay = 0.9999
+  c.frozen = ("^stats/",)      # the dataset's motion statistics travel in the checkpoint
   c.precision.compute_dtype = "bfloat16"
   c.diffusion = ml_collections.ConfigDict(dict(num_steps=1000, schedule="cosine",
                                                prediction="x0"))
@@ -48,6 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       dataset="synthetic",     # synthetic | folder
       config_name="large",     # synthetic builder config
       data_dir="",             # '' -> ./data
+      path="",                 # dataset == 'folder': a dataset built by launch/build_dataset.py
       min_frames=72, max_frames=240, absolute=False, num_workers=8,
       num_eval_clips=32))
 

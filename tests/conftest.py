@@ -30,3 +30,11 @@ def run_python(args, *, devices=1, env=None, timeout=600, check=True):
 @pytest.fixture
 def python_runner():
   return run_python
+
+
+@pytest.fixture(scope="session")
+def synthetic_tiny(tmp_path_factory):
+  """(data_dir, dataset folder) of the `tiny` synthetic dataset, built once per test session."""
+  from vlogger_jax.data import builders
+  data_dir = str(tmp_path_factory.mktemp("data"))
+  return data_dir, builders.ensure_synthetic(data_dir, "tiny")

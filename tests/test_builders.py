@@ -178,11 +178,10 @@ def test_command_line_builds_a_folder(built, python_runner, tmp_path):
   assert proc.returncode == 1 and "needs --source" in proc.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vlogger_jax.data.synthetic") is None,
-                    reason="vlogger_jax/data/synthetic.py is not there yet")
-def test_synthetic_tiny_builds_and_reads_through_the_pipelines(tmp_path):
+def test_synthetic_tiny_builds_and_reads_through_the_pipelines(synthetic_tiny):
   from vlogger_jax.data import pipelines  # pylint: disable=g-import-not-at-top
-  path = builders.ensure_synthetic(str(tmp_path), "tiny")
+  data_dir, path = synthetic_tiny
+  tmp_path = data_dir
   assert path == os.path.join(str(tmp_path), "synthetic_talking_humans", "tiny", builders.VERSION)
   config = builders.SYNTHETIC_CONFIGS[0]
   info = tfds.builder_from_directory(path).info

@@ -19,10 +19,12 @@ from vlogger_jax.train.tasks.motion import MotionTask
 W = 96  # a short window keeps CPU tests fast; the paper's is 240
 
 
-def tiny_task(**overrides):
+def tiny_task(stats=None, **overrides):
   base = config_lib.load_config_file(os.path.join(REPO, "configs/motion.py:tiny"))
-  return MotionTask(config_lib.overridden(
+  task = MotionTask(config_lib.overridden(
       base, **{"data.max_frames": W, "sampling.overlap": W // 2, **overrides}))
+  task.stats = stats or motion_lib.Stats.identity()
+  return task
 
 
 def speechlike(seconds, seed):
@@ -124,9 +126,9 @@ def overfit():
   target = motion_from_opening(opening)
   stats = motion_lib.Stats.from_vectors(target)
   norm = stats.normalize(target)
-  task = tiny_task(**{"context.p": 0.5})
+  task = tiny_task(stats, **{"context.p": 0.5})
   params = _apply_params(task)
-  tx = optax.adam(optax.cosine_onecycle_schedule(600, 2e-3))
+  tx = optax.adam(optax.cosine_onecycle_schedule(1000, 2e-3))
   opt = tx.init(params)
 
   @jax.jit
@@ -137,7 +139,7 @@ def overfit():
 
   rng = np.random.default_rng(0)
   losses = []
-  for i in range(600):
+  for i in range(1000):
     starts = rng.integers(0, len(mel) - W, size=8)
     batch = {"mel": np.stack([mel[s:s + W] for s in starts]),
              "motion": np.stack([norm[s:s + W] for s in starts]),
@@ -154,8 +156,9 @@ def test_tiny_model_overfits_one_clip_and_tracks_the_mouth(overfit):
                                   guidance=2.0, window=W, overlap=W // 2))
   motion = np.asarray(gen(params, jnp.asarray(mel[:W * 2]), jax.random.PRNGKey(1)))
   jaw = stats.denormalize(motion)[..., 0]
-  for sample in jaw:
-    assert np.corrcoef(sample, opening[:W * 2])[0, 1] > 0.8
+  corrs = [np.corrcoef(sample, opening[:W * 2])[0, 1] for sample in jaw]
+  print("mouth correlation per sample:", corrs)
+  assert min(corrs) > 0.8
 
 
 def test_sixty_seconds_of_audio_give_1440_frames_without_seams(overfit):

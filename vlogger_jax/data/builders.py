@@ -431,3 +431,17 @@ def resolve(path: str) -> str:
     raise ValueError(f"dataset {path} lacks {STATS_FILE}; finish it by running "
                      "launch/build_dataset.py again.")
   return path
+
+
+def dataset_dir(data_config) -> str:
+  """The dataset a config's `data` section names, built first if it is the synthetic one.
+
+  data.dataset 'synthetic' -> SyntheticTalkingHumans/<data.config_name> under data.data_dir
+  (default ./data); 'folder' -> a dataset already built from .npz clips at data.path.
+  """
+  if data_config.dataset == "synthetic":
+    return ensure_synthetic(data_config.data_dir or "data", data_config.config_name)
+  if data_config.dataset == "folder":
+    return resolve(data_config.path)
+  raise ValueError(f"data.dataset '{data_config.dataset}' is unknown; expected 'synthetic' or "
+                   "'folder'.")

@@ -134,9 +134,13 @@ class Trainer:
     return new_state, metrics
 
   def device_batch(self, local_batch: dict) -> dict:
-    """Host-local numpy arrays -> global arrays sharded over the mesh."""
-    return {k: jax.make_array_from_process_local_data(self.batch_shardings[k], v)
-            for k, v in local_batch.items()}
+    """Host-local numpy arrays -> global arrays sharded over the mesh (keys of batch_spec only)."""
+    missing = [k for k in self.batch_shardings if k not in local_batch]
+    if missing:
+      raise ValueError(f"the data pipeline's batch lacks {', '.join(missing)}; the task's "
+                       f"batch_spec expects {', '.join(self.batch_shardings)}.")
+    return {k: jax.make_array_from_process_local_data(s, local_batch[k])
+            for k, s in self.batch_shardings.items()}
 
   def eval_params(self, state: TrainState):
     """The parameters to evaluate and sample with: the EMA when there is one."""

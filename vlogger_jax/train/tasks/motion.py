@@ -44,18 +44,53 @@ class MotionTask:
     self.window = config.data.max_frames
     self.temporal_weights = part_weights(config.loss.temporal_weights)
     self._stats = None
+    self._dataset = None
+
+  # --- data ---
+
+  def dataset(self) -> str:
+    """The dataset folder (the synthetic one is built on first use)."""
+    if self._dataset is None:
+      from vlogger_jax.data import builders  # pylint: disable=g-import-not-at-top
+      self._dataset = builders.dataset_dir(self.config.data)
+    return self._dataset
+
+  @property
+  def stats(self) -> motion_lib.Stats:
+    """The dataset's motion statistics (saved beside it), unless set explicitly."""
+    if self._stats is None:
+      from vlogger_jax.data import pipelines  # pylint: disable=g-import-not-at-top
+      records = pipelines.open_records(self.dataset(), "train")
+      self._stats = pipelines.load_stats(None, records, self.config.data.absolute)
+    return self._stats
+
+  @stats.setter
+  def stats(self, value: motion_lib.Stats):
+    self._stats = value
+
+  def data_iterator(self, process_index: int, process_count: int, local_batch: int):
+    from vlogger_jax.data import pipelines  # pylint: disable=g-import-not-at-top
+    d = self.config.data
+    return pipelines.motion_pipeline(
+        self.dataset(), "train", local_batch, self.config.seed, process_index, process_count,
+        stats=self.stats, num_workers=d.num_workers, min_frames=d.min_frames,
+        max_frames=d.max_frames, absolute=d.absolute)
 
   # --- model ---
 
   def init(self, rng):
+    """{'model': network parameters, 'stats': the normalisation (frozen, saved with them)}."""
     w = self.window
-    return self.model.init(rng, jnp.zeros((1, w, motion_lib.MOTION_DIM)), jnp.zeros((1,), jnp.int32),
-                           jnp.zeros((1, w, N_MELS)), jnp.ones((1, w)))["params"]
+    net = self.model.init(rng, jnp.zeros((1, w, motion_lib.MOTION_DIM)),
+                          jnp.zeros((1,), jnp.int32), jnp.zeros((1, w, N_MELS)),
+                          jnp.ones((1, w)))["params"]
+    stats = {"mean": jnp.asarray(self.stats.mean), "std": jnp.asarray(self.stats.std)}
+    return {"model": net, "stats": stats}
 
   def apply(self, params, x_t, t, mel, mask, context=None, context_mask=None, audio_keep=None,
             rngs=None):
     """The denoiser: prediction [B, W, 223] in the configured parameterisation."""
-    return self.model.apply({"params": params}, x_t, t, mel, mask, context=context,
+    return self.model.apply({"params": params["model"]}, x_t, t, mel, mask, context=context,
                             context_mask=context_mask, audio_keep=audio_keep,
                             deterministic=rngs is None, rngs=rngs)
 
@@ -108,3 +143,48 @@ class MotionTask:
     cfg = self.sampler_config(**overrides)
     apply = lambda p, *a: self.apply(p, *a)
     return motion_sampler.generate(apply, params, self.schedule, mel, key, cfg, num_samples)
+
+  # --- evaluation on held-out clips ---
+
+  def evaluate(self, params, rng, split: str = "test", num_clips: int | None = None,
+               num_samples: int = 2, **sampler_overrides) -> dict:
+    """Motion metrics on held-out clips (vlogger_jax/motion_eval.py), averaged over clips."""
+    from vlogger_jax import head as head_lib  # pylint: disable=g-import-not-at-top
+    from vlogger_jax import motion_eval  # pylint: disable=g-import-not-at-top
+    from vlogger_jax.data import pipelines  # pylint: disable=g-import-not-at-top
+
+    records = pipelines.open_records(self.dataset(), split)
+    model = head_lib.load_default()
+    stats = motion_lib.Stats(np.asarray(params["stats"]["mean"]), np.asarray(params["stats"]["std"]))
+    key = tuple(sorted(sampler_overrides.items())) + (num_samples,)
+    cache = self.__dict__.setdefault("_generate_jit", {})
+    if key not in cache:
+      cache[key] = jax.jit(lambda p, m, k: self.generate(p, m, k, num_samples,
+                                                         **sampler_overrides))
+    gen = cache[key]
+    absolute = self.config.data.absolute
+    rows = []
+    n = min(num_clips or self.config.data.num_eval_clips, len(records))
+    for i in range(n):
+      rec = records[i]
+      if rec is None:
+        continue
+      mel = jnp.asarray(np.asarray(rec["mel"], np.float32))
+      motion = np.asarray(gen(params, mel, jax.random.fold_in(rng, i)))
+      expr_true = np.asarray(rec["expression"], np.float32)
+      pose_true = np.asarray(rec["head_pose"], np.float32)
+      kp_true = np.asarray(rec["body_keypoints"], np.float32)
+      shape = np.asarray(rec["shape"], np.float32)
+      preds = [motion_lib.unpack(stats.denormalize(m), pose_true[0], kp_true[0], absolute)
+               for m in motion]
+      expr, pose, _ = preds[0]
+      open_true = motion_eval.mouth_opening(model, shape, expr_true)
+      rows.append({
+          "mouth_corr": motion_eval.pearson(motion_eval.mouth_opening(model, shape, expr),
+                                            open_true),
+          "lme_mm": motion_eval.lip_error(model, shape, expr, expr_true),
+          "jitter": motion_eval.jitter(model, shape, expr, pose),
+          "jitter_true": motion_eval.jitter(model, shape, expr_true, pose_true),
+          "diversity": motion_eval.diversity(np.stack([p[0] for p in preds])),
+      })
+    return {f"eval/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
