@@ -85,9 +85,27 @@ def _rot(axis, angle):
   return np.stack([np.stack(r, -1) for r in rows], -2)
 
 
+def _gaussian_filter1d(x, sigma, axis=-1, mode="reflect"):
+  """ndimage.gaussian_filter1d (truncate 4), by FFT convolution when the kernel is long.
+
+  The speech curves are smoothed at the audio rate with kernels of thousands of taps; direct
+  convolution made planning a clip take seconds.
+  """
+  if sigma < 32:
+    return ndimage.gaussian_filter1d(x, sigma, axis=axis, mode=mode)
+  radius = int(4.0 * sigma + 0.5)
+  k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+  k /= k.sum()
+  x = np.moveaxis(np.asarray(x, np.float64), axis, -1)
+  pad = [(0, 0)] * (x.ndim - 1) + [(radius, radius)]
+  xp = np.pad(x, pad, mode={"nearest": "edge", "reflect": "symmetric", "wrap": "wrap"}[mode])
+  out = signal.oaconvolve(xp, k.reshape((1,) * (x.ndim - 1) + (-1,)), mode="valid", axes=-1)
+  return np.moveaxis(out, -1, axis)
+
+
 def _smooth_noise(rng, n, sigma, scale=1.0):
   """Low-pass Gaussian noise [n] with standard deviation `scale` (sigma in samples)."""
-  x = ndimage.gaussian_filter1d(rng.normal(size=n + int(8 * sigma)), sigma, mode="wrap")[:n]
+  x = _gaussian_filter1d(rng.normal(size=n + int(8 * sigma)), sigma, mode="wrap")[:n]
   # The filter's gain on white noise is known, so short clips are not renormalised (which would
   # blow a nearly flat segment up to full scale).
   return scale * x * np.sqrt(2 * np.sqrt(np.pi) * sigma)
@@ -212,10 +230,10 @@ def _speech(rng, syllables, phrases, num_samples):
     if stress:
       _fill(stress_curve, v0, v0 + vd, gain)
   # Coarticulation: targets blend over ~25 ms; amplitudes attack/release over ~8 ms.
-  formants = ndimage.gaussian_filter1d(formants, 0.02 * SR, axis=0, mode="nearest")
-  mouth = ndimage.gaussian_filter1d(mouth, 0.025 * SR, axis=0, mode="nearest")
-  level = ndimage.gaussian_filter1d(voiced, 0.008 * SR, mode="nearest")
-  nasal = ndimage.gaussian_filter1d(nasal, 0.01 * SR, mode="nearest")
+  formants = _gaussian_filter1d(formants, 0.02 * SR, axis=0, mode="nearest")
+  mouth = _gaussian_filter1d(mouth, 0.025 * SR, axis=0, mode="nearest")
+  level = _gaussian_filter1d(voiced, 0.008 * SR, mode="nearest")
+  nasal = _gaussian_filter1d(nasal, 0.01 * SR, mode="nearest")
 
   # Pitch: speaker's base, declination over each phrase, a rise on stressed syllables, jitter.
   f0_base = rng.choice([rng.uniform(95, 140), rng.uniform(170, 235)])
@@ -223,7 +241,7 @@ def _speech(rng, syllables, phrases, num_samples):
   for (p0, p1) in phrases:
     i0, i1 = int(p0 * SR), min(int(p1 * SR) + SR // 5, n)
     decl[i0:i1] = np.linspace(1.12, 0.88, max(i1 - i0, 0))
-  f0 = f0_base * decl * (1 + 0.18 * ndimage.gaussian_filter1d(stress_curve, 0.05 * SR))
+  f0 = f0_base * decl * (1 + 0.18 * _gaussian_filter1d(stress_curve, 0.05 * SR))
   f0 *= 1 + 0.01 * _smooth_noise(rng, n, 0.03 * SR)
   phase = 2 * np.pi * np.cumsum(f0) / SR
   # Additive synthesis: harmonics of a 1/k source shaped by three formant resonances, computed
@@ -252,7 +270,7 @@ def _speech(rng, syllables, phrases, num_samples):
     sos = signal.butter(4, band, btype="bandpass", fs=SR, output="sos")
     noise = signal.sosfilt(sos, rng.normal(size=n))
     noise /= np.std(noise) + 1e-9
-    wave += ndimage.gaussian_filter1d(env, 0.002 * SR) * noise
+    wave += _gaussian_filter1d(env, 0.002 * SR) * noise
   wave += 0.002 * rng.normal(size=n)  # room noise floor
   wave = wave * (0.45 / max(np.percentile(np.abs(wave), 99.9), 1e-6))
   curves = {"level": level, "open": mouth[:, 0], "round": mouth[:, 1], "spread": mouth[:, 2],
@@ -448,7 +466,7 @@ def plan_clip(seed: int, num_frames: int = schema.CLIP_FRAMES, resolution: int =
   tf = (np.arange(t_count) + 0.5) / FPS
   for (p0, p1) in phrases:
     phrase_on = np.maximum(phrase_on, ((tf > p0 - 0.2) & (tf < p1 + 0.1)).astype(float))
-  phrase_on = ndimage.gaussian_filter1d(phrase_on, 0.2 * FPS, mode="nearest")
+  phrase_on = _gaussian_filter1d(phrase_on, 0.2 * FPS, mode="nearest")
   beats = {}
   for side in ("left", "right"):
     pick = rng.uniform(size=len(stress_t)) < gesture_rate * (0.8 if side == "right" else 0.6)
