@@ -52,6 +52,8 @@ class Trainer:
     self.mesh = mesh_lib.make_mesh(config.mesh, devices)
     self.rules = mesh_lib.rules_tuple(config.sharding_rules)
     self.task = get_task(config.task)(config)
+    if hasattr(self.task, "prepare"):
+      self.task.prepare()  # host work (datasets, statistics) before anything is traced
     self.tx, self.lr_schedule = make_optimizer(config.optimizer, config.num_train_steps)
 
     divisor = mesh_lib.batch_divisor(self.mesh, self.rules)

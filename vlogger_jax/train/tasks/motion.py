@@ -48,6 +48,10 @@ class MotionTask:
 
   # --- data ---
 
+  def prepare(self) -> None:
+    """Builds or opens the dataset and loads its statistics, outside any trace."""
+    _ = self.stats  # the property opens (or builds) the dataset and caches the statistics
+
   def dataset(self) -> str:
     """The dataset folder (the synthetic one is built on first use)."""
     if self._dataset is None:
