@@ -199,9 +199,9 @@ SYNTHETIC_CONFIGS = [
     SyntheticConfig(name="video_cpu", num_train=12, num_test=4, num_frames=120, resolution=64,
                     description="CPU video runs: 12 + 4 clips of 5 s at 64 px (room for a "
                     "reference 3 s away from an 8-frame window)."),
-    SyntheticConfig(name="motion", num_train=1200, num_test=64, num_frames=schema.CLIP_FRAMES,
+    SyntheticConfig(name="motion", num_train=640, num_test=32, num_frames=schema.CLIP_FRAMES,
                     resolution=32,
-                    description="Motion training: 1200 + 64 clips of 10 s; the frames are "
+                    description="Motion training: 640 + 32 clips of 10 s; the frames are "
                     "32 px thumbnails (the motion model reads audio and parameters)."),
     SyntheticConfig(name="large", num_train=4000, num_test=200, num_frames=schema.CLIP_FRAMES,
                     resolution=256,
