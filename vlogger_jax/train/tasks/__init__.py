@@ -16,6 +16,7 @@ import importlib
 _TASKS = {
     "toy": "vlogger_jax.train.tasks.toy:ToyTask",
     "motion": "vlogger_jax.train.tasks.motion:MotionTask",
+    "video": "vlogger_jax.train.tasks.video:VideoTask",
 }
 
 

@@ -1,0 +1,189 @@
+"""The video task: auto pre-training, loading the image model, freezing, sharding, learning."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import REPO, run_python
+from vlogger_jax import head as head_lib
+from vlogger_jax import render
+from vlogger_jax.data import builders
+from vlogger_jax.data import synthetic
+from vlogger_jax.nn import unet as unet_lib
+from vlogger_jax.train import config_lib, loop
+from vlogger_jax.train.state import merge
+from vlogger_jax.train.tasks import video
+
+S, FRAMES, PRETRAIN_STEPS = 16, 24, 150
+CONFIG = os.path.join(REPO, "configs/base128.py:tiny")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  """A dataset of one synthetic clip (parameters of the generator, frames drawn by the project's
+  renderer) in both splits, built by the real folder builder."""
+  model = head_lib.load_default()
+  p = synthetic.plan_clip(0, num_frames=FRAMES, resolution=S, head_model=model)
+  rgb = jax.jit(lambda *a: render.render_controls(model, *a, size=S)["rgb"])(
+      p.shape, p.expression, p.head_pose, p.body_keypoints, p.body_visibility, p.fov)
+  clip = {"id": "clip0", "frames": np.round(np.asarray(rgb) * 255).astype(np.uint8),
+          "audio": p.audio, "shape": p.shape, "fov": np.float32(p.fov),
+          "expression": p.expression, "head_pose": p.head_pose,
+          "body_keypoints": p.body_keypoints, "body_visibility": p.body_visibility}
+  root = tmp_path_factory.mktemp("clips")
+  for split in ("train", "test"):
+    os.makedirs(root / split)
+    np.savez(root / split / "clip0.npz", **clip)
+  return builders.build_folder(str(root), str(tmp_path_factory.mktemp("data")))
+
+
+def tiny_config(dataset, **overrides):
+  data = {"data.dataset": "folder", "data.data_dir": dataset, "data.resolution": S,
+          "data.min_ref_distance": 8}
+  defaults = {**data, "batch_size": 2, "log_every": 10, "optimizer.lr": 3e-3,
+              "checkpoint.async_save": False, "pretrain_stage.num_train_steps": PRETRAIN_STEPS,
+              "pretrain_stage.batch_size": 4, "pretrain_stage.log_every": 25,
+              "pretrain_stage.checkpoint.every": PRETRAIN_STEPS,
+              "pretrain_stage.checkpoint.async_save": False}
+  return config_lib.overridden(config_lib.load_config_file(CONFIG), **{**defaults, **overrides})
+
+
+@pytest.fixture(scope="module")
+def run(dataset, tmp_path_factory):
+  """The control-stage config after VideoTask.prepare_run pre-trained its image model."""
+  workdir = str(tmp_path_factory.mktemp("run"))
+  config = video.VideoTask.prepare_run(tiny_config(dataset), workdir)
+  return config, workdir
+
+
+def test_config_variants_and_bad_settings(dataset):
+  paper = config_lib.load_config_file(os.path.join(REPO, "configs/base128.py"))
+  assert (paper.stage, paper.optimizer.lr, paper.optimizer.schedule, paper.batch_size,
+          paper.num_train_steps, paper.data.num_frames, paper.data.resolution,
+          paper.model.name, paper.diffusion.schedule, paper.precision.compute_dtype) == (
+              "control", 5e-5, "constant", 128, 280_000, 8, 128, "base128", "cosine", "bfloat16")
+  assert tuple(paper.frozen) == unet_lib.FROZEN_PATTERNS and paper.pretrain_stage.stage == "pretrain"
+  tiny_pre = config_lib.load_config_file(os.path.join(REPO, "configs/base128.py:tiny_pretrain"))
+  assert tiny_pre.stage == "pretrain" and tuple(tiny_pre.frozen) == ()
+  with pytest.raises(ValueError, match="config.pretrained is empty"):
+    video.VideoTask(tiny_config(dataset))
+  with pytest.raises(ValueError, match="neither a workdir"):
+    video.VideoTask(tiny_config(dataset, pretrained=dataset))
+  with pytest.raises(ValueError, match="config.stage 'image'"):
+    video.VideoTask(tiny_config(dataset, stage="image", pretrained="none"))
+
+
+def test_data_iterators_yield_the_batch_spec(dataset):
+  for stage, frames in (("pretrain", 1), ("control", 8)):
+    task = video.VideoTask(tiny_config(dataset, stage=stage, pretrained="none"))
+    batch = next(task.data_iterator(0, 1, 3))
+    spec = task.batch_spec(3)
+    assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
+        k: (s.shape, s.dtype) for k, (s, _) in spec.items()}
+    assert batch["frames"].shape == (3, frames, S, S, 3)
+
+
+def test_tiny_image_model_is_pretrained_first_and_overfits_one_clip(run):
+  config, workdir = run
+  pre = os.path.join(workdir, video.PRETRAIN_SUBDIR)
+  assert config.pretrained == pre
+  with open(os.path.join(pre, "metrics.jsonl")) as f:
+    losses = [m["loss"] for m in map(json.loads, f) if "loss" in m]
+  assert len(losses) == PRETRAIN_STEPS // 25
+  assert losses[-1] < losses[0] / 3, losses        # the untrained model predicts ε = 0: loss ~1
+  # A finished pre-training is reused, not repeated.
+  assert video.VideoTask.prepare_run(tiny_config(config.data.data_dir), workdir).pretrained == pre
+  with open(os.path.join(pre, "metrics.jsonl")) as f:
+    assert len(f.readlines()) == len(losses)
+
+
+@pytest.fixture(scope="module")
+def control(run):
+  config, _ = run
+  trainer = loop.Trainer(config)
+  batch = next(trainer.task.data_iterator(0, 1, trainer.local_batch))
+  return trainer, batch
+
+
+def test_control_stage_starts_as_the_pretrained_image_model(run, control):
+  config, _ = run
+  trainer, batch = control
+  task = trainer.task
+  state = trainer.init_state()
+  image_params = video.load_image_params(config.pretrained)
+  image = unet_lib.UNet(task.control_cfg.unet)
+  x = jax.random.normal(jax.random.PRNGKey(0), batch["frames"].shape, jnp.float32)
+  t = jnp.array([400, 900], jnp.int32)
+  ref = video.to_pixels(batch["ref_frame"])
+  controls, ref_controls = jax.jit(task.controls)(batch)
+  cond = {"ref": ref, "ref_controls": ref_controls, "controls": controls,
+          "context": video.to_pixels(batch["frames"]), "context_mask": jnp.ones((2, 8))}
+  got = jax.jit(task.apply)(merge(state.params, state.frozen), x, t, cond)
+  want = jax.jit(image.apply)({"params": image_params}, x, t, ref)
+  assert float(jnp.abs(want).mean()) > 0.05          # a trained model, not the zero output conv
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  assert float(jnp.abs(controls).max()) > 0          # the head is in the frames
+
+
+def _paired_loss(trainer, state, batch, draws=range(1000, 1008)) -> float:
+  """Mean loss of `state`'s parameters over fixed noise draws (the train step's own randomness at
+  fixed step numbers), so that two parameter sets are compared on the same draws."""
+  losses = []
+  for d in draws:
+    copy = jax.tree.map(jnp.copy, state).replace(step=jnp.asarray(d, jnp.int32))
+    losses.append(float(trainer.train_step(copy, batch)[1]["loss"]))
+  return float(np.mean(losses))
+
+
+def test_train_step_freezes_the_image_model_and_learns(control):
+  trainer, batch = control
+  batch = trainer.device_batch(batch)
+  state = trainer.init_state()
+  frozen = jax.tree.map(np.asarray, state.frozen)
+  assert set(frozen) == {"unet"} and "unet" not in state.params
+  opt_paths = [jax.tree_util.keystr(p) for p, _ in
+               jax.tree_util.tree_flatten_with_path(state.opt_state)[0]]
+  assert opt_paths and not any("'unet'" in p for p in opt_paths)
+  before = _paired_loss(trainer, state, batch)
+  for _ in range(60):
+    state, metrics = trainer.train_step(state, batch)
+  after = _paired_loss(trainer, state, batch)
+  jax.tree.map(np.testing.assert_array_equal, frozen, jax.tree.map(np.asarray, state.frozen))
+  assert np.isfinite(float(metrics["loss"])) and int(state.step) == 60
+  assert after < 0.9 * before, (before, after)
+
+
+_SHARDED = """
+import json, sys
+import jax, numpy as np
+from vlogger_jax.train import config_lib, loop
+cfg = config_lib.overridden(config_lib.load_config_file(sys.argv[1]), **json.loads(sys.argv[2]))
+trainer = loop.Trainer(cfg)
+state = trainer.init_state()
+frozen = jax.tree.map(np.asarray, state.frozen)
+data = trainer.task.data_iterator(0, 1, trainer.local_batch)
+losses = []
+for _ in range(2):
+  state, metrics = trainer.train_step(state, trainer.device_batch(next(data)))
+  losses.append(float(metrics['loss']))
+same = all(np.array_equal(a, np.asarray(b)) for a, b in
+           zip(jax.tree.leaves(frozen), jax.tree.leaves(state.frozen)))
+specs = sorted({str(x.sharding.spec) for x in jax.tree.leaves((state.params, state.frozen))})
+print('RESULT', json.dumps(dict(losses=losses, same=same, specs=specs, n=jax.device_count())))
+"""
+
+
+def test_train_step_runs_sharded_on_eight_devices(run):
+  config, _ = run
+  overrides = {"data.dataset": "folder", "data.data_dir": config.data.data_dir,
+               "data.resolution": S, "data.min_ref_distance": 8, "batch_size": 8,
+               "mesh.shape": (2, 4), "pretrained": config.pretrained}
+  proc = run_python(["-c", _SHARDED, CONFIG, json.dumps(overrides)], devices=8)
+  result = json.loads(proc.stdout.split("RESULT ", 1)[1])
+  assert result["n"] == 8 and result["same"]
+  assert all(np.isfinite(result["losses"]))
+  assert any("fsdp" in s for s in result["specs"]), result["specs"]
