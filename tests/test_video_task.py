@@ -45,6 +45,7 @@ def tiny_config(dataset, **overrides):
   data = {"data.dataset": "folder", "data.data_dir": dataset, "data.resolution": S,
           "data.min_ref_distance": 8}
   defaults = {**data, "batch_size": 2, "log_every": 10, "optimizer.lr": 3e-3,
+              "evaluation.num_clips": 1, "evaluation.num_steps": 2,
               "checkpoint.async_save": False, "pretrain_stage.num_train_steps": PRETRAIN_STEPS,
               "pretrain_stage.batch_size": 4, "pretrain_stage.log_every": 25,
               "pretrain_stage.checkpoint.every": PRETRAIN_STEPS,
@@ -66,7 +67,8 @@ def test_config_variants_and_bad_settings(dataset):
           paper.num_train_steps, paper.data.num_frames, paper.data.resolution,
           paper.model.name, paper.diffusion.schedule, paper.precision.compute_dtype) == (
               "control", 5e-5, "constant", 128, 280_000, 8, 128, "base128", "cosine", "bfloat16")
-  assert tuple(paper.frozen) == unet_lib.FROZEN_PATTERNS and paper.pretrain_stage.stage == "pretrain"
+  assert tuple(paper.frozen) == unet_lib.FROZEN_PATTERNS
+  assert paper.pretrain_stage.stage == "pretrain"
   tiny_pre = config_lib.load_config_file(os.path.join(REPO, "configs/base128.py:tiny_pretrain"))
   assert tiny_pre.stage == "pretrain" and tuple(tiny_pre.frozen) == ()
   with pytest.raises(ValueError, match="config.pretrained is empty"):
@@ -129,7 +131,7 @@ def test_control_stage_starts_as_the_pretrained_image_model(run, control):
   assert float(jnp.abs(controls).max()) > 0          # the head is in the frames
 
 
-def _paired_loss(trainer, state, batch, draws=range(1000, 1008)) -> float:
+def _paired_loss(trainer, state, batch, draws=range(1000, 1004)) -> float:
   """Mean loss of `state`'s parameters over fixed noise draws (the train step's own randomness at
   fixed step numbers), so that two parameter sets are compared on the same draws."""
   losses = []
@@ -155,6 +157,15 @@ def test_train_step_freezes_the_image_model_and_learns(control):
   jax.tree.map(np.testing.assert_array_equal, frozen, jax.tree.map(np.asarray, state.frozen))
   assert np.isfinite(float(metrics["loss"])) and int(state.step) == 60
   assert after < 0.9 * before, (before, after)
+
+
+def test_evaluation_reenacts_held_out_windows(control):
+  trainer, _ = control
+  state = trainer.init_state()
+  scores = trainer.task.evaluate(trainer.eval_params(state), jax.random.PRNGKey(0))
+  assert set(scores) == {"eval/psnr", "eval/l1", "eval/psnr_repeat_ref"}
+  assert all(np.isfinite(v) for v in scores.values()), scores
+  assert 0 < scores["eval/l1"] < 1 and scores["eval/psnr_repeat_ref"] > 5, scores
 
 
 _SHARDED = """

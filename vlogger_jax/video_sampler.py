@@ -43,6 +43,8 @@ class SamplerConfig:
   overlap: int = 4                # context frames kept from the previous window (50 %)
   sampler: str = "ddpm"           # 'ddpm' (all steps) | 'ddim' | 'dpm' (DPM-Solver++ 2M)
   num_steps: int = 50             # for 'ddim' and 'dpm'
+  eta: float = 0.0                # 'ddim' noise: 0 deterministic, 1 ancestral (forgiving of an
+                                  # undertrained model, like DDPM)
   guidance: float = 1.0           # 1: conditional only; w: uncond + w (cond - uncond)
   prediction: str = "eps"
   clip_x0: bool = True            # frames live in [-1, 1]
@@ -92,7 +94,8 @@ def _run_sampler(denoise, schedule, x_T, key, cfg: SamplerConfig):
   if cfg.sampler == "ddpm":
     return diffusion.ddpm_sample(denoise, schedule, x_T, key, **kw)
   if cfg.sampler == "ddim":
-    return diffusion.ddim_sample(denoise, schedule, x_T, key, num_steps=cfg.num_steps, **kw)
+    return diffusion.ddim_sample(denoise, schedule, x_T, key, num_steps=cfg.num_steps,
+                                 eta=cfg.eta, **kw)
   return diffusion.dpm_solver_sample(denoise, schedule, x_T, key, num_steps=cfg.num_steps, **kw)
 
 

@@ -13,9 +13,10 @@
 
 config.pretrained: a pretrain workdir or one of its checkpoints (<workdir>/checkpoints/<step>);
 'none' for an untrained image model (benchmarks and tests); '' means "pre-train one first":
-`VideoTask.prepare_run(config, workdir)` trains config.pretrain_stage in <workdir>/pretrain (resuming
-it if interrupted) and returns the config pointing there. The engine calls prepare_run before it
-builds the Trainer, so `launch/train.py --config=configs/base128.py:tiny` runs from nothing.
+`VideoTask.prepare_run(config, workdir)` trains config.pretrain_stage in <workdir>/pretrain
+(resuming it if interrupted) and returns the config pointing there. loop.train is to call it
+before it builds the Trainer, so that `launch/train.py --config=configs/base128.py:tiny` runs from
+nothing; until then, call it yourself (see configs/base128.py).
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ PRETRAIN_SUBDIR = "pretrain"
 def to_pixels(frames: jax.Array) -> jax.Array:
   """uint8 frames [...] -> float32 in [-1, 1]."""
   return frames.astype(jnp.float32) / 127.5 - 1.0
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+  """PSNR in dB of two videos in [-1, 1] (peak 2), any equal or broadcastable shapes."""
+  mse = float(np.mean(np.square((np.asarray(a, np.float64) - b) / 2.0)))
+  return 10.0 * float(np.log10(1.0 / max(mse, 1e-12)))
 
 
 def batch_shapes(batch: int, num_frames: int, size: int) -> dict:
@@ -134,8 +141,8 @@ class VideoTask:
     self.model = unet_lib.ControlledVideoUNet(self.control_cfg, **kw)
     if not config.pretrained:
       raise ValueError("config.pretrained is empty; expected the workdir of a "
-                       "configs/base128.py:pretrain run, 'none', or a run through "
-                       "VideoTask.prepare_run (launch/train.py) that pre-trains one first.")
+                       "configs/base128.py:pretrain run, 'none', or the config returned by "
+                       "VideoTask.prepare_run(config, workdir), which pre-trains one first.")
     if config.pretrained != "none":
       self._image_params = load_image_params(config.pretrained)
 
@@ -234,16 +241,20 @@ class VideoTask:
 
   # --- data ---
 
-  def data_iterator(self, process_index: int, process_count: int, local_batch: int):
-    from vlogger_jax.data import builders, pipelines  # pylint: disable=g-import-not-at-top
+  def _dataset_path(self) -> str:
+    from vlogger_jax.data import builders  # pylint: disable=g-import-not-at-top
     d = self.config.data
     if d.dataset == "synthetic":
-      path = builders.ensure_synthetic(d.data_dir or "data", d.config_name)
-    elif d.dataset == "folder":
-      path = d.data_dir
-    else:
-      raise ValueError(f"config.data.dataset '{d.dataset}' is unknown; expected 'synthetic' or "
-                       "'folder' (a dataset built by launch/build_dataset.py in data.data_dir).")
+      return builders.ensure_synthetic(d.data_dir or "data", d.config_name)
+    if d.dataset == "folder":
+      return d.data_dir
+    raise ValueError(f"config.data.dataset '{d.dataset}' is unknown; expected 'synthetic' or "
+                     "'folder' (a dataset built by launch/build_dataset.py in data.data_dir).")
+
+  def data_iterator(self, process_index: int, process_count: int, local_batch: int):
+    from vlogger_jax.data import pipelines  # pylint: disable=g-import-not-at-top
+    d = self.config.data
+    path = self._dataset_path()
     kw = dict(resolution=self.size, num_workers=d.num_workers,
               min_ref_distance=d.min_ref_distance)
     if self.stage == "pretrain":
@@ -252,12 +263,42 @@ class VideoTask:
     return pipelines.video_pipeline(path, "train", local_batch, self.config.seed, process_index,
                                     process_count, num_frames=self.num_frames, **kw)
 
+  # --- evaluation ---
+
+  @functools.cached_property
+  def _eval_batch(self) -> dict:
+    from vlogger_jax.data import pipelines  # pylint: disable=g-import-not-at-top
+    e, d = self.config.evaluation, self.config.data
+    # Held-out identities: the test split; the same clips and windows at every evaluation.
+    it = pipelines.video_pipeline(self._dataset_path(), "test", e.num_clips, seed=0,
+                                  resolution=self.size, num_frames=self.num_frames,
+                                  min_ref_distance=d.min_ref_distance)
+    return next(it)
+
+  def evaluate(self, params, rng) -> dict:
+    """Control stage: reenactment of held-out clips with their true controls, PSNR and L1 of the
+    generated window against the true frames, beside repeating the reference frame."""
+    if self.stage != "control" or not self.config.evaluation.num_clips:
+      return {}
+    batch, e = self._eval_batch, self.config.evaluation
+    scores = {"eval/psnr": [], "eval/l1": [], "eval/psnr_repeat_ref": []}
+    for i in range(batch["frames"].shape[0]):
+      clip = {k: batch[k][i] for k in video_sampler.CLIP_KEYS}
+      ref = to_pixels(batch["ref_frame"][i])
+      truth = np.asarray(to_pixels(batch["frames"][i]))
+      out = np.asarray(self.generate(params, ref, clip, jax.random.fold_in(rng, i),
+                                     sampler=e.sampler, num_steps=e.num_steps, eta=e.eta))
+      scores["eval/psnr"].append(psnr(out, truth))
+      scores["eval/l1"].append(float(np.abs(out - truth).mean() / 2))
+      scores["eval/psnr_repeat_ref"].append(psnr(np.asarray(ref)[None], truth))
+    return {k: float(np.mean(v)) for k, v in scores.items()}
+
   # --- sampling ---
 
   def sampler_config(self, **overrides) -> video_sampler.SamplerConfig:
     s = self.config.sampling
     kw = dict(window=self.config.data.num_frames, overlap=s.overlap, sampler=s.sampler,
-              num_steps=s.num_steps, guidance=s.guidance, prediction=self.prediction)
+              num_steps=s.num_steps, eta=s.eta, guidance=s.guidance, prediction=self.prediction)
     kw.update(overrides)
     return video_sampler.SamplerConfig(**kw)
 
