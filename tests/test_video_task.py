@@ -18,7 +18,7 @@ from vlogger_jax.train import config_lib, loop
 from vlogger_jax.train.state import merge
 from vlogger_jax.train.tasks import video
 
-S, FRAMES, PRETRAIN_STEPS = 16, 24, 150
+S, FRAMES, PRETRAIN_STEPS = 16, 24, 100
 CONFIG = os.path.join(REPO, "configs/base128.py:tiny")
 
 
@@ -47,7 +47,7 @@ def tiny_config(dataset, **overrides):
   defaults = {**data, "batch_size": 2, "log_every": 10, "optimizer.lr": 3e-3,
               "evaluation.num_clips": 1, "evaluation.num_steps": 2,
               "checkpoint.async_save": False, "pretrain_stage.num_train_steps": PRETRAIN_STEPS,
-              "pretrain_stage.batch_size": 4, "pretrain_stage.log_every": 25,
+              "pretrain_stage.batch_size": 4, "pretrain_stage.log_every": 20,
               "pretrain_stage.checkpoint.every": PRETRAIN_STEPS,
               "pretrain_stage.checkpoint.async_save": False}
   return config_lib.overridden(config_lib.load_config_file(CONFIG), **{**defaults, **overrides})
@@ -79,6 +79,20 @@ def test_config_variants_and_bad_settings(dataset):
     video.VideoTask(tiny_config(dataset, stage="image", pretrained="none"))
 
 
+def test_paper_size_control_step_traces_with_only_the_copy_trainable():
+  config = config_lib.overridden(
+      config_lib.load_config_file(os.path.join(REPO, "configs/base128.py")), pretrained="none",
+      batch_size=8)
+  trainer = loop.Trainer(config)          # shapes only: nothing of the 730 M parameters exists
+  state = trainer.abstract_state
+  count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+  assert 500e6 < count(state.frozen) < 520e6 and 200e6 < count(state.params) < 240e6
+  # Adam's two moments of the trainable part and a few step counters; nothing for the frozen.
+  assert 0 <= count(state.opt_state) - 2 * count(state.params) < 16
+  lowered = trainer.train_step.lower(state, trainer.abstract_batch)
+  assert "dot_general" in lowered.as_text() or "convolution" in lowered.as_text()
+
+
 def test_data_iterators_yield_the_batch_spec(dataset):
   for stage, frames in (("pretrain", 1), ("control", 8)):
     task = video.VideoTask(tiny_config(dataset, stage=stage, pretrained="none"))
@@ -95,7 +109,7 @@ def test_tiny_image_model_is_pretrained_first_and_overfits_one_clip(run):
   assert config.pretrained == pre
   with open(os.path.join(pre, "metrics.jsonl")) as f:
     losses = [m["loss"] for m in map(json.loads, f) if "loss" in m]
-  assert len(losses) == PRETRAIN_STEPS // 25
+  assert len(losses) == PRETRAIN_STEPS // 20
   assert losses[-1] < losses[0] / 3, losses        # the untrained model predicts ε = 0: loss ~1
   # A finished pre-training is reused, not repeated.
   assert video.VideoTask.prepare_run(tiny_config(config.data.data_dir), workdir).pretrained == pre
