@@ -196,6 +196,9 @@ def _log(msg: str) -> None:
 
 def train(config, workdir: str, devices=None) -> TrainResult:
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the final state."""
+  task_cls = get_task(config.task)
+  if hasattr(task_cls, "prepare_run"):  # e.g. the video control stage pre-trains its image model
+    config = task_cls.prepare_run(config, workdir)
   trainer = Trainer(config, devices)
   task = trainer.task
   os.makedirs(workdir, exist_ok=True)

@@ -7,6 +7,10 @@ A task is a class built from the config with these members (see `toy.py` for the
   data_iterator(process_index, process_count, local_batch) -> iterator over host-local numpy
       batches with get_state() / set_state(state) so checkpoints resume the data order exactly
   evaluate(params, rng) -> {name: float}                              optional, host-side
+  prepare()                                                           optional: host work that
+      must happen before tracing (build or open the dataset, load its statistics)
+  prepare_run(config, workdir) -> config      optional classmethod, called by loop.train before
+      anything else: work that needs the workdir, e.g. training a prerequisite stage
 """
 
 from __future__ import annotations
