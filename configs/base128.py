@@ -15,8 +15,7 @@ after 1k warm-up steps, 200k steps). config.pretrained names the pretrain workdi
 checkpoints); left empty, the control stage first pre-trains its image model in
 <workdir>/pretrain from config.pretrain_stage (the `pretrain` or `tiny_pretrain` variant, with
 this config's data and model) through VideoTask.prepare_run, and rerunning the command resumes
-whichever stage was interrupted. (loop.train must call prepare_run for that; until it does, run
-the pretrain variant first as in the first two commands.) Without a named dataset the synthetic
+whichever stage was interrupted. Without a named dataset the synthetic
 talking-human dataset is built first under data.data_dir (`large` for the paper variants, `tiny`
 for the tiny ones).
 
