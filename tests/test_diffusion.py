@@ -99,25 +99,30 @@ def _mixture_eps(means, covs, weights, schedule):
   return eps
 
 
-@pytest.mark.parametrize("sampler,steps", [("ddpm", None), ("ddim", 100)])
-def test_sampler_with_exact_score_reproduces_mixture_moments(sampler, steps):
-  weights = np.array([0.3, 0.7])
-  means = np.array([[-0.6, 0.2], [0.5, -0.3]])
-  covs = np.array([[[0.04, 0.01], [0.01, 0.02]], [[0.03, -0.01], [-0.01, 0.05]]])
-  s = diffusion.make_schedule(1000)
-  n = 6000
-  x_T = jax.random.normal(jax.random.PRNGKey(1), (n, 2))
-  fn = jax.jit(lambda x, k: diffusion.sample(_mixture_eps(means, covs, weights, s), s, x, k,
-                                             sampler=sampler, num_steps=steps))
-  out = np.asarray(fn(x_T, jax.random.PRNGKey(2)), np.float64)
-  mean = weights @ means
-  cov = np.einsum("k,kij->ij", weights, covs) + np.einsum(
-      "k,ki,kj->ij", weights, means - mean, means - mean)
+WEIGHTS = np.array([0.3, 0.7])
+MEANS = np.array([[-0.6, 0.2], [0.5, -0.3]])
+COVS = np.array([[[0.04, 0.01], [0.01, 0.02]], [[0.03, -0.01], [-0.01, 0.05]]])
+
+
+def assert_matches_mixture(out):
+  """Samples [N, 2] have the mixture's mean, covariance and mode proportions."""
+  mean = WEIGHTS @ MEANS
+  cov = np.einsum("k,kij->ij", WEIGHTS, COVS) + np.einsum(
+      "k,ki,kj->ij", WEIGHTS, MEANS - mean, MEANS - mean)
   np.testing.assert_allclose(out.mean(0), mean, atol=0.02)
   np.testing.assert_allclose(np.cov(out.T), cov, atol=0.015)
   # The modes are found in the right proportion, not just the moments.
-  near_first = np.linalg.norm(out - means[0], axis=1) < np.linalg.norm(out - means[1], axis=1)
-  assert abs(near_first.mean() - weights[0]) < 0.03
+  near_first = np.linalg.norm(out - MEANS[0], axis=1) < np.linalg.norm(out - MEANS[1], axis=1)
+  assert abs(near_first.mean() - WEIGHTS[0]) < 0.03
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddpm", None), ("ddim", 100), ("dpm", 20)])
+def test_sampler_with_exact_score_reproduces_mixture_moments(sampler, steps):
+  s = diffusion.make_schedule(1000)
+  x_T = jax.random.normal(jax.random.PRNGKey(1), (6000, 2))
+  fn = jax.jit(lambda x, k: diffusion.sample(_mixture_eps(MEANS, COVS, WEIGHTS, s), s, x, k,
+                                             sampler=sampler, num_steps=steps))
+  assert_matches_mixture(np.asarray(fn(x_T, jax.random.PRNGKey(2)), np.float64))
 
 
 def test_sampler_is_shape_polymorphic_in_batch():

@@ -259,14 +259,21 @@ def ddim_sample(denoise: Denoiser, schedule: Schedule, x_T: jax.Array, key: jax.
   return jax.lax.fori_loop(0, num_steps, body, x_T.astype(jnp.float32))
 
 
+SAMPLERS = ("ddpm", "ddim", "dpm")
+
+
 def sample(denoise: Denoiser, schedule: Schedule, x_T: jax.Array, key: jax.Array, *,
-           sampler: str = "ddpm", num_steps: int | None = None, **kwargs) -> jax.Array:
-  """Dispatches to a sampler by name ('ddpm' or 'ddim'); returns x0 [B, ...]."""
+           sampler: str = "ddpm", num_steps: int | None = None, eta: float = 0.0,
+           **kwargs) -> jax.Array:
+  """Dispatches to a sampler by name: 'ddpm' (all steps), 'ddim' (num_steps, eta) or 'dpm'
+  (DPM-Solver++ 2M, num_steps); returns x0 [B, ...]."""
   if sampler == "ddpm":
     return ddpm_sample(denoise, schedule, x_T, key, **kwargs)
   if sampler == "ddim":
-    return ddim_sample(denoise, schedule, x_T, key, num_steps=num_steps or 50, **kwargs)
-  raise ValueError(f"sampler '{sampler}' is unknown; expected 'ddpm' or 'ddim'.")
+    return ddim_sample(denoise, schedule, x_T, key, num_steps=num_steps or 50, eta=eta, **kwargs)
+  if sampler == "dpm":
+    return dpm_solver_sample(denoise, schedule, x_T, key, num_steps=num_steps or 20, **kwargs)
+  raise ValueError(f"sampler '{sampler}' is unknown; expected one of {', '.join(SAMPLERS)}.")
 
 
 def dpm_solver_sample(denoise: Denoiser, schedule: Schedule, x_T: jax.Array,

@@ -90,13 +90,9 @@ def frame_controls(head_model, shape, fov, expression, head_pose, body_keypoints
 
 
 def _run_sampler(denoise, schedule, x_T, key, cfg: SamplerConfig):
-  kw = dict(prediction=cfg.prediction, clip_x0=cfg.clip_x0)
-  if cfg.sampler == "ddpm":
-    return diffusion.ddpm_sample(denoise, schedule, x_T, key, **kw)
-  if cfg.sampler == "ddim":
-    return diffusion.ddim_sample(denoise, schedule, x_T, key, num_steps=cfg.num_steps,
-                                 eta=cfg.eta, **kw)
-  return diffusion.dpm_solver_sample(denoise, schedule, x_T, key, num_steps=cfg.num_steps, **kw)
+  return diffusion.sample(denoise, schedule, x_T, key, sampler=cfg.sampler,
+                          num_steps=cfg.num_steps, eta=cfg.eta, prediction=cfg.prediction,
+                          clip_x0=cfg.clip_x0)
 
 
 def _guided(apply: Apply, params, cond: dict, weight: float):
