@@ -72,9 +72,10 @@ def _base() -> ml_collections.ConfigDict:
   c.evaluation = ml_collections.ConfigDict(dict(num_clips=8, sampler="ddim", num_steps=100,
                                                 eta=1.0))
   c.data = ml_collections.ConfigDict(dict(
-      dataset="synthetic",             # synthetic | folder (data_dir = a built dataset)
+      dataset="synthetic",             # synthetic | folder
       config_name="large",             # synthetic builder config
       data_dir="",                     # '' -> ./data
+      path="",                         # dataset == 'folder': a dataset built by launch/build_dataset.py
       resolution=128, num_frames=8,
       min_ref_distance=72,             # 3 s at 24 fps (Supp. C.2)
       num_workers=8))

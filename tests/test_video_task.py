@@ -42,7 +42,7 @@ def dataset(tmp_path_factory):
 
 
 def tiny_config(dataset, **overrides):
-  data = {"data.dataset": "folder", "data.data_dir": dataset, "data.resolution": S,
+  data = {"data.dataset": "folder", "data.path": dataset, "data.resolution": S,
           "data.min_ref_distance": 8}
   defaults = {**data, "batch_size": 2, "log_every": 10, "optimizer.lr": 3e-3,
               "evaluation.num_clips": 1, "evaluation.num_steps": 2,
@@ -112,7 +112,7 @@ def test_tiny_image_model_is_pretrained_first_and_overfits_one_clip(run):
   assert len(losses) == PRETRAIN_STEPS // 20
   assert losses[-1] < losses[0] / 3, losses        # the untrained model predicts ε = 0: loss ~1
   # A finished pre-training is reused, not repeated.
-  assert video.VideoTask.prepare_run(tiny_config(config.data.data_dir), workdir).pretrained == pre
+  assert video.VideoTask.prepare_run(tiny_config(config.data.path), workdir).pretrained == pre
   with open(os.path.join(pre, "metrics.jsonl")) as f:
     assert len(f.readlines()) == len(losses)
 
@@ -204,7 +204,7 @@ print('RESULT', json.dumps(dict(losses=losses, same=same, specs=specs, n=jax.dev
 
 def test_train_step_runs_sharded_on_eight_devices(run):
   config, _ = run
-  overrides = {"data.dataset": "folder", "data.data_dir": config.data.data_dir,
+  overrides = {"data.dataset": "folder", "data.path": config.data.path,
                "data.resolution": S, "data.min_ref_distance": 8, "batch_size": 8,
                "mesh.shape": (2, 4), "pretrained": config.pretrained}
   proc = run_python(["-c", _SHARDED, CONFIG, json.dumps(overrides)], devices=8)

@@ -14,9 +14,8 @@
 config.pretrained: a pretrain workdir or one of its checkpoints (<workdir>/checkpoints/<step>);
 'none' for an untrained image model (benchmarks and tests); '' means "pre-train one first":
 `VideoTask.prepare_run(config, workdir)` trains config.pretrain_stage in <workdir>/pretrain
-(resuming it if interrupted) and returns the config pointing there. loop.train is to call it
-before it builds the Trainer, so that `launch/train.py --config=configs/base128.py:tiny` runs from
-nothing; until then, call it yourself (see configs/base128.py).
+(resuming it if interrupted) and returns the config pointing there; loop.train calls it before it
+builds the Trainer, so `launch/train.py --config=configs/base128.py:tiny` runs from nothing.
 """
 
 from __future__ import annotations
@@ -243,13 +242,7 @@ class VideoTask:
 
   def _dataset_path(self) -> str:
     from vlogger_jax.data import builders  # pylint: disable=g-import-not-at-top
-    d = self.config.data
-    if d.dataset == "synthetic":
-      return builders.ensure_synthetic(d.data_dir or "data", d.config_name)
-    if d.dataset == "folder":
-      return d.data_dir
-    raise ValueError(f"config.data.dataset '{d.dataset}' is unknown; expected 'synthetic' or "
-                     "'folder' (a dataset built by launch/build_dataset.py in data.data_dir).")
+    return builders.dataset_dir(self.config.data)
 
   def data_iterator(self, process_index: int, process_count: int, local_batch: int):
     from vlogger_jax.data import pipelines  # pylint: disable=g-import-not-at-top
