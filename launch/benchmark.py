@@ -155,7 +155,6 @@ def run(config, steps, warmup, loop_steps, peak_tflops, data="fake"):
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  import json
 
   figures = run(_CONFIG.value, _STEPS.value, _WARMUP.value, _LOOP_STEPS.value, _PEAK.value,
                 _DATA.value)
@@ -164,11 +163,8 @@ def main(argv):
     shown = f"{v:.4g}" if isinstance(v, float) else str(v)
     print(f"{k:<{width}}  {shown}")
   if _OUT.value:
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    tmp = _OUT.value + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump({"command": " ".join(sys.argv), **figures}, f, indent=2)
-    os.replace(tmp, _OUT.value)
+    from vlogger_jax import fileio
+    fileio.write_json(_OUT.value, {"command": " ".join(sys.argv), **figures})
 
 
 if __name__ == "__main__":

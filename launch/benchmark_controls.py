@@ -8,7 +8,6 @@ random expressions and small head motions of the procedural head at a talking-he
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -17,7 +16,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
 from vlogger_jax import body  # pylint: disable=wrong-import-position
@@ -93,10 +91,8 @@ def main(argv=None):
     print(f"{r['size']:>6} {r['frames']:>7} {r['compile_s']:>10.2f} {r['median_s']:>10.4f} "
           f"{r['min_s']:>8.4f} {r['ms_per_frame']:>9.3f}")
   if args.json:
-    tmp = args.json + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(result, f, indent=2)
-    os.replace(tmp, args.json)
+    from vlogger_jax import fileio
+    fileio.write_json(args.json, result)
 
 
 if __name__ == "__main__":

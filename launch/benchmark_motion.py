@@ -26,7 +26,6 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   import functools
-  import json
   import time
 
   import jax
@@ -62,10 +61,8 @@ def main(argv):
     print(f"{r['sampler']:<20} frames {r['frames']:>5}  compile {r['compile_s']:7.2f} s  "
           f"median {r['median_s']:8.4f} s")
   if _OUT.value:
-    tmp = _OUT.value + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump({"command": " ".join(sys.argv), "device": device, "rows": rows}, f, indent=2)
-    os.replace(tmp, _OUT.value)
+    from vlogger_jax import fileio
+    fileio.write_json(_OUT.value, {"command": " ".join(sys.argv), "device": device, "rows": rows})
 
 
 if __name__ == "__main__":

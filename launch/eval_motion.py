@@ -49,10 +49,8 @@ def main(argv):
   metrics = {"step": step, **overrides, **metrics}
   print(json.dumps(metrics, indent=1))
   if _OUT.value:
-    tmp = _OUT.value + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(metrics, f, indent=1)
-    os.replace(tmp, _OUT.value)
+    from vlogger_jax import fileio
+    fileio.write_json(_OUT.value, metrics)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """Tests for vlogger_jax.audio: real files, a float64 reference, real ffmpeg and espeak-ng."""
 
 import fractions
-import os
 import shutil
 import subprocess
 

@@ -1,6 +1,5 @@
 """TFDS builders: records written without TensorFlow, statistics, resumption, bad input."""
 
-import importlib.util
 import io
 import json
 import os

@@ -2,7 +2,6 @@
 
 import os
 
-import jax
 import numpy as np
 from conftest import REPO
 

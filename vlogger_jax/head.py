@@ -25,7 +25,6 @@ format; it never imports chumpy and unpickles only an allowlist of classes, but 
 can still run code, so only convert files you trust.
 """
 
-import io
 import os
 import pickle
 import tempfile

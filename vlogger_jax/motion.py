@@ -19,6 +19,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
+from vlogger_jax import fileio
 from vlogger_jax import geometry
 
 NUM_EXPRESSION = 64
@@ -109,10 +110,7 @@ class Stats:
     return cls(d["mean"], d["std"])
 
   def save(self, path: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-      json.dump(self.to_dict(), f)
-    os.replace(tmp, path)
+    fileio.write_json(path, self.to_dict(), indent=None)
 
   @classmethod
   def load(cls, path: str) -> "Stats":

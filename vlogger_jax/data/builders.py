@@ -26,12 +26,13 @@ import json
 import multiprocessing
 import os
 import shutil
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vlogger_jax import fileio
 from vlogger_jax import motion
 from vlogger_jax.data import schema
 
@@ -299,13 +300,6 @@ def _file_lock(path: str):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _write_json(path: str, value: Any) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(value, f)
-  os.replace(tmp, path)
-
-
 def is_finished(version_dir: str) -> bool:
   """Whether `version_dir` holds complete records and their statistics."""
   return (os.path.exists(os.path.join(version_dir, "dataset_info.json"))
@@ -383,7 +377,7 @@ def write_statistics(version_dir: str, seed: int = 0) -> None:
   if sums[False][0, 0] == 0:
     raise ValueError(f"dataset {version_dir} has no readable train clip; expected at least one "
                      "to compute motion statistics.")
-  _write_json(os.path.join(version_dir, SUMMARY_FILE), summary)
+  fileio.write_json(os.path.join(version_dir, SUMMARY_FILE), summary)
   for absolute, name in ((True, ABSOLUTE_STATS_FILE), (False, STATS_FILE)):
     n, s, s2 = sums[absolute]
     mean = s / n

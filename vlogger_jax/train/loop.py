@@ -7,18 +7,15 @@ the config changes. Data flows one way: task (model + data) -> Trainer (state, s
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
-import sys
-import time
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
+from vlogger_jax import fileio
 from vlogger_jax.train import checkpoint as ckpt_lib
 from vlogger_jax.train import mesh as mesh_lib
 from vlogger_jax.train import metrics as metrics_lib
@@ -182,13 +179,6 @@ class _StopFlag:
       signal.signal(sig, prev)
 
 
-def _write_json_atomic(path: str, obj: Any) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
-
-
 def _log(msg: str) -> None:
   if jax.process_index() == 0:
     print(msg, flush=True)
@@ -204,7 +194,7 @@ def train(config, workdir: str, devices=None) -> TrainResult:
   os.makedirs(workdir, exist_ok=True)
   config_dict = config.to_dict()
   if jax.process_index() == 0:
-    _write_json_atomic(os.path.join(workdir, "config.json"), config_dict)
+    fileio.write_json(os.path.join(workdir, "config.json"), config_dict)
   checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint.keep,
                                        config.checkpoint.async_save)
   writer = metrics_lib.MetricWriter(workdir)
