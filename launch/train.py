@@ -33,11 +33,10 @@ def main(argv):
   try:
     config_lib.validate(config, "--config")
     loop.maybe_initialize_distributed(force=_MULTIHOST.value)
-    result = loop.train(config, _WORKDIR.value)
+    loop.train(config, _WORKDIR.value)
   except (ValueError, loop.TrainingDiverged, checkpoint.CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  del result
   return 0
 
 

@@ -62,8 +62,8 @@ print('SPECS', json.dumps(specs), 'DEVICES', jax.device_count())
 
 def test_eight_devices_match_one_device_and_shard_parameters(tmp_path):
   common = {"num_train_steps": 60, "eval_every": 0, "log_every": 10, "checkpoint.every": 60}
-  one = run_python(["-c", _SHARDING_SCRIPT, str(tmp_path / "one"),
-                    json.dumps({**common, "mesh.shape": (-1, 1)})], devices=1)
+  run_python(["-c", _SHARDING_SCRIPT, str(tmp_path / "one"),
+              json.dumps({**common, "mesh.shape": (-1, 1)})], devices=1)
   eight = run_python(["-c", _SHARDING_SCRIPT, str(tmp_path / "eight"),
                       json.dumps({**common, "mesh.shape": (2, 4)})], devices=8)
   assert "DEVICES 8" in eight.stdout

@@ -7,8 +7,6 @@ asset's 68 iBUG points (48..67 the lips, 62/66 the inner-lip middles) plus two i
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +17,7 @@ LIPS = np.arange(48, 68)
 UPPER_INNER, LOWER_INNER = 62, 66
 
 
-@functools.partial(jax.jit, static_argnames=())
+@jax.jit
 def _landmarks(model, shape, expression, head_pose):
   verts = head_lib.forward(model, shape, expression, head_pose)
   return head_lib.landmarks(model, verts), verts

@@ -43,11 +43,6 @@ class MetricWriter:
     self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
     self._tb.add_event(_tb_scalar_event(step, clean))
 
-  def flush(self) -> None:
-    if self.active:
-      self._jsonl.flush()
-      self._tb.flush()
-
   def close(self) -> None:
     if self.active:
       self._jsonl.close()
