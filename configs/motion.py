@@ -51,6 +51,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       data_dir="",             # '' -> ./data
       path="",                 # dataset == 'folder': a dataset built by launch/build_dataset.py
       min_frames=72, max_frames=240, absolute=False, num_workers=8,
+      # True: hold the split's parameters and mel in RAM and gather whole batches at once
+      # (vlogger_jax/data/motion_bank.py; ~0.3 MB per clip); False: grain workers over records.
+      in_memory=True,
       num_eval_clips=32))
 
   def tiny(c):

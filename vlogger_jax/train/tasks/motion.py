@@ -75,6 +75,12 @@ class MotionTask:
   def data_iterator(self, process_index: int, process_count: int, local_batch: int):
     from vlogger_jax.data import pipelines  # pylint: disable=g-import-not-at-top
     d = self.config.data
+    if d.get("in_memory", False):
+      from vlogger_jax.data import motion_bank  # pylint: disable=g-import-not-at-top
+      return motion_bank.motion_batches(
+          self.dataset(), "train", local_batch, self.config.seed, process_index, process_count,
+          stats=self.stats, min_frames=d.min_frames, max_frames=d.max_frames,
+          absolute=d.absolute)
     return pipelines.motion_pipeline(
         self.dataset(), "train", local_batch, self.config.seed, process_index, process_count,
         stats=self.stats, num_workers=d.num_workers, min_frames=d.min_frames,
