@@ -10,12 +10,13 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import REPO, run_python
 
 from vlogger_jax.train import checkpoint, config_lib, loop
-from vlogger_jax.train.state import split_frozen
+from vlogger_jax.train.state import ema_decay_at, ema_update, split_frozen
 
 TRAIN = os.path.join(REPO, "launch", "train.py")
 
@@ -260,3 +261,19 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
   assert states == {"0": {"position": 200}, "1": {"position": 200}}
   (out0, _), _ = _multiprocess_run(tmp_path, 300)
   assert "resumed from step 200" in out0 and "step 300/300" in out0
+
+
+def test_ema_warmup_follows_a_short_run():
+  # With warmup the decay starts small and reaches the configured value only after ~10/(1-d)
+  # steps; without it the average of a short run stays near the initialisation.
+  assert float(ema_decay_at(0, 0.9999)) == pytest.approx(0.1)
+  assert float(ema_decay_at(90, 0.9999)) == pytest.approx(0.91)
+  assert float(ema_decay_at(10**7, 0.9999)) == pytest.approx(0.9999)
+  assert float(ema_decay_at(5, 0.9999, warmup=False)) == pytest.approx(0.9999)
+  params = {"w": jnp.zeros(())}
+  ema, ema_cold = dict(params), dict(params)
+  for step in range(1000):
+    params = {"w": jnp.ones(())}  # the weights jump to 1 and stay there
+    ema = ema_update(ema, params, ema_decay_at(step, 0.9999))
+    ema_cold = ema_update(ema_cold, params, ema_decay_at(step, 0.9999, warmup=False))
+  assert float(ema["w"]) > 0.99 and float(ema_cold["w"]) < 0.1

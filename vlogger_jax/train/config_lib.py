@@ -37,6 +37,7 @@ def engine_config() -> ml_collections.ConfigDict:
       grad_clip=1.0,               # global-norm clipping; 0 disables it
   ))
   c.ema_decay = 0.0                # 0 disables the parameter EMA
+  c.ema_warmup = True              # decay min(ema_decay, (1 + step) / (10 + step)) early on
 
   c.precision = ml_collections.ConfigDict(dict(
       compute_dtype="bfloat16",    # activations and matmuls

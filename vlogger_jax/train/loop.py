@@ -20,7 +20,8 @@ from vlogger_jax.train import checkpoint as ckpt_lib
 from vlogger_jax.train import mesh as mesh_lib
 from vlogger_jax.train import metrics as metrics_lib
 from vlogger_jax.train.prefetch import DeviceIterator, DevicePrefetcher
-from vlogger_jax.train.state import (TrainState, ema_update, make_optimizer, merge, split_frozen)
+from vlogger_jax.train.state import (TrainState, ema_decay_at, ema_update, make_optimizer, merge,
+                                     split_frozen)
 from vlogger_jax.train.tasks import get_task
 
 
@@ -121,8 +122,11 @@ class Trainer:
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema = (ema_update(state.ema, params, self.config.ema_decay) if self.config.ema_decay
-           else state.ema)
+    if self.config.ema_decay:
+      decay = ema_decay_at(state.step, self.config.ema_decay, self.config.get("ema_warmup", True))
+      ema = ema_update(state.ema, params, decay)
+    else:
+      ema = state.ema
     # A non-finite step changes nothing; the host sees bad_step at the next check and stops.
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = state.replace(

@@ -87,6 +87,17 @@ def tree_all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def ema_update(ema, params, decay: float):
-  """ema <- decay * ema + (1 - decay) * params, leaf by leaf."""
-  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+def ema_decay_at(step, decay: float, warmup: bool = True):
+  """The EMA decay used at `step` (0-based count of updates before this one): `decay`, or with
+  warmup min(decay, (1 + step) / (10 + step)), so that a short run's average is not dominated by
+  the initialisation (with 0.9999 and no warmup, the initial weights still hold 56 % of the
+  average after 5,725 steps)."""
+  if not warmup:
+    return jnp.asarray(decay, jnp.float32)
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def ema_update(ema, params, decay):
+  """ema <- decay * ema + (1 - decay) * params, leaf by leaf (decay may be a traced scalar)."""
+  return jax.tree.map(lambda e, p: (decay * e + (1.0 - decay) * p).astype(e.dtype), ema, params)
