@@ -204,6 +204,10 @@ SYNTHETIC_CONFIGS = [
                     resolution=32,
                     description="Motion training: 640 + 32 clips of 10 s; the frames are "
                     "32 px thumbnails (the motion model reads audio and parameters)."),
+    SyntheticConfig(name="video", num_train=320, num_test=32, num_frames=schema.CLIP_FRAMES,
+                    resolution=128,
+                    description="Short video-model runs at 128 px: 320 + 32 clips of 10 s "
+                    "(about 3 min with 15 workers)."),
     SyntheticConfig(name="large", num_train=4000, num_test=200, num_frames=schema.CLIP_FRAMES,
                     resolution=256,
                     description="Accelerator training: 4000 + 200 clips of 10 s at 256 px."),

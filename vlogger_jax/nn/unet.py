@@ -108,15 +108,19 @@ _UNETS = {
     # Paper size for 128²: 128 -> 64 -> 32 -> 16, attention at 32² and 16² and in the middle.
     # See docs/video_model.md for its parameter count and FLOPs per frame.
     "base128": UNetConfig(),
+    # Short accelerator runs (BENCHMARKS.md, issue 6 learning run): the base128 layout at a
+    # third of the width and two blocks per level, ~1/20 of its FLOPs.
+    "small": UNetConfig(channels=64, channel_mult=(1, 2, 3, 4), num_res_blocks=(2, 2, 2, 2),
+                        attention=(False, False, True, True)),
     # CPU tests: a few hundred thousand parameters, two levels, attention at the lower one.
     "tiny": UNetConfig(channels=16, channel_mult=(1, 2), num_res_blocks=(1, 1),
                        attention=(False, True), head_dim=16, num_groups=8, dropout=0.0),
 }
-_HINTS = {"base128": (32, 64), "tiny": (16,)}
+_HINTS = {"base128": (32, 64), "small": (16, 32), "tiny": (16,)}
 
 
 def unet_config(name: str, **overrides) -> UNetConfig:
-  """The image-model configuration called `name` ('base128' | 'tiny'), fields overridden."""
+  """The image-model configuration called `name` ('base128' | 'small' | 'tiny'), fields overridden."""
   if name not in _UNETS:
     raise ValueError(f"UNet configuration '{name}' is unknown; expected one of: "
                      f"{', '.join(sorted(_UNETS))}.")
@@ -126,7 +130,7 @@ def unet_config(name: str, **overrides) -> UNetConfig:
 
 
 def control_config(name: str, **overrides) -> ControlConfig:
-  """The video-model configuration called `name` ('base128' | 'tiny'), fields overridden."""
+  """The video-model configuration called `name` ('base128' | 'small' | 'tiny'), fields overridden."""
   cfg = dataclasses.replace(ControlConfig(unet=unet_config(name), hint_channels=_HINTS[name]),
                             **overrides)
   cfg.validate()
@@ -524,7 +528,7 @@ def size_report(name: str, size: int | None = None, num_frames: int = 8) -> str:
   allocation: shapes come from jax.eval_shape)."""
   from vlogger_jax.flops import count_flops
   ccfg = control_config(name)
-  size = size or (128 if name == "base128" else 32)
+  size = size or (32 if name == "tiny" else 128)
   s = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
   x, t, ref = s(1, num_frames, size, size, 3), jax.ShapeDtypeStruct((1,), jnp.int32), s(1, size,
                                                                                      size, 3)
