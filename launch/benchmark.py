@@ -77,17 +77,23 @@ def run(config, steps, warmup, loop_steps, peak_tflops, data="fake"):
   from vlogger_jax.train import config_lib, loop
   from vlogger_jax.train.state import merge
 
+  t0 = time.perf_counter()
+  progress = lambda what: print(f"[{time.perf_counter() - t0:7.1f} s] {what}", flush=True)
   trainer = loop.Trainer(config)
+  progress("trainer built")
   if data == "real":
     it = trainer.task.data_iterator(jax.process_index(), jax.process_count(), trainer.local_batch)
     batch = trainer.device_batch(next(it))
   else:
     batch = trainer.device_batch(fake_batch(trainer))
   state = trainer.init_state()
+  jax.block_until_ready(state)
+  progress("state initialised")
 
   t = time.perf_counter()
   compiled = trainer.train_step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t
+  progress("train step compiled")
 
   def train_grads(params, frozen, batch):
     return jax.value_and_grad(lambda p: trainer.task.loss(merge(p, frozen), batch,
@@ -103,6 +109,7 @@ def run(config, steps, warmup, loop_steps, peak_tflops, data="fake"):
   for _ in range(warmup):
     state, _ = compiled(state, batch)
   jax.block_until_ready(state)
+  progress(f"{warmup} warm-up steps")
   times = []
   for _ in range(steps):
     t = time.perf_counter()
