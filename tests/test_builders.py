@@ -194,3 +194,16 @@ def test_synthetic_tiny_builds_and_reads_through_the_pipelines(synthetic_tiny):
   batch = next(pipelines.video_pipeline(path, "test", 2, seed=0, resolution=32,
                                         min_ref_distance=24))
   assert batch["frames"].shape == (2, 8, 32, 32, 3) and batch["frames"].std() > 5
+
+
+def test_split_larger_than_the_shuffle_buffer_fails_in_one_sentence(tmp_path, monkeypatch):
+  # TFDS spills splits beyond its buffer through TensorFlow, which is not installed: the builder
+  # raises the buffer to half the host's memory and names the problem when even that is short.
+  from tensorflow_datasets.core import shuffle
+  monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 1000)
+  monkeypatch.setattr(builders, "_shuffle_buffer_bytes", lambda: 1000)
+  with pytest.raises(RuntimeError, match="in-memory shuffle buffer"):
+    builders.ensure_synthetic(str(tmp_path), "tiny")
+  assert shuffle.MAX_MEM_BUFFER_SIZE == 1000
+  monkeypatch.undo()
+  assert builders._shuffle_buffer_bytes() > 1 << 30

@@ -304,6 +304,36 @@ def _file_lock(path: str):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _shuffle_buffer_bytes() -> int:
+  """Half the host's memory: how much of one split TFDS may hold for shuffling."""
+  try:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+  except (ValueError, OSError, AttributeError):
+    return 8 << 30
+
+
+@contextlib.contextmanager
+def _in_memory_shuffle():
+  """TFDS shuffles a split in memory up to 1 GB and spills beyond it through tf.io.gfile, i.e.
+  TensorFlow, which this project does not install; raise that buffer to half the host's memory
+  (the `video` split is 1.7 GB) and say so in one sentence if a split outgrows even that."""
+  from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
+  before = shuffle.MAX_MEM_BUFFER_SIZE
+  shuffle.MAX_MEM_BUFFER_SIZE = max(before, _shuffle_buffer_bytes())
+  try:
+    yield
+  except ModuleNotFoundError as e:
+    if e.name != "tensorflow":
+      raise
+    raise RuntimeError(
+        f"a split of this dataset is larger than the in-memory shuffle buffer "
+        f"({shuffle.MAX_MEM_BUFFER_SIZE / 2**30:.1f} GiB, half this host's memory) and TFDS "
+        "spills larger splits through TensorFlow, which is not installed; expected a host with "
+        "more memory, `pip install tensorflow-cpu`, or a smaller config.") from e
+  finally:
+    shuffle.MAX_MEM_BUFFER_SIZE = before
+
+
 def is_finished(version_dir: str) -> bool:
   """Whether `version_dir` holds complete records and their statistics."""
   return (os.path.exists(os.path.join(version_dir, "dataset_info.json"))
@@ -330,7 +360,8 @@ def prepare(builder: tfds.core.DatasetBuilder, download_config=None) -> str:
       shutil.rmtree(stale, ignore_errors=True)
     config = download_config or tfds.download.DownloadConfig()
     config = dataclasses.replace(config, compute_stats=tfds.download.ComputeStatsMode.SKIP)
-    builder.download_and_prepare(download_config=config)
+    with _in_memory_shuffle():
+      builder.download_and_prepare(download_config=config)
     write_statistics(version_dir)
   return version_dir
 
