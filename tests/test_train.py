@@ -277,3 +277,37 @@ def test_ema_warmup_follows_a_short_run():
     ema = ema_update(ema, params, ema_decay_at(step, 0.9999))
     ema_cold = ema_update(ema_cold, params, ema_decay_at(step, 0.9999, warmup=False))
   assert float(ema["w"]) > 0.99 and float(ema_cold["w"]) < 0.1
+
+
+def test_sigterm_that_also_ends_the_data_workers_still_saves(tmp_path, monkeypatch):
+  # `timeout -s TERM` and container preemption signal the whole process group: the data workers
+  # die, the next batch raises, and the loop must still save the last step and stop cleanly.
+  from vlogger_jax.train.tasks import toy
+  original = toy.ToyTask.data_iterator
+
+  class DyingIterator:
+    def __init__(self, inner):
+      self.inner, self.count = inner, 0
+
+    def __next__(self):
+      self.count += 1
+      if self.count == 8:
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise RuntimeError("Worker process was terminated unexpectedly with exit code -15.")
+      return next(self.inner)
+
+    def get_state(self):
+      return self.inner.get_state()
+
+    def set_state(self, state):
+      self.inner.set_state(state)
+
+    def close(self):
+      pass
+
+  monkeypatch.setattr(toy.ToyTask, "data_iterator",
+                      lambda self, *a: DyingIterator(original(self, *a)))
+  result = loop.train(toy_config(num_train_steps=100, prefetch=0), str(tmp_path))
+  assert result.stopped_early
+  steps = sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit())
+  assert steps == [7]

@@ -235,7 +235,21 @@ def train(config, workdir: str, devices=None) -> TrainResult:
   try:
     with _StopFlag() as stop:
       while step < total:
-        batch = next(data)
+        try:
+          batch = next(data)
+        except Exception:  # pylint: disable=broad-except
+          # A SIGTERM sent to the whole process group (`timeout`, a preempted container) also
+          # ends the data worker processes, and the next batch then fails: still save the last
+          # step, whose data state is that of the batch before.
+          if not (stop.raised and jax.process_count() == 1):
+            raise
+          check_finite(step)
+          if checkpointer.latest_step() != step:
+            checkpointer.save(step, state, config_dict, data.get_state(), force=True)
+          _log(f"stop requested: saved step {step} in {checkpointer.directory}; rerun the same "
+               "command to resume.")
+          stopped = True
+          break
         state, metrics = trainer.train_step(state, batch)
         step += 1
         history.append(metrics)
