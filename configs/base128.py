@@ -26,7 +26,7 @@ image model) -> 0.08, and the final evaluation gives eval/psnr ~17.6 dB against 
 repeating the reference: a pipeline check, not a model (the bar of +3 dB over that baseline is
 for accelerator runs).
 `small` and `small_pretrain` are for short accelerator runs (the `small` networks at 128² on the
-320-clip `video` synthetic set, BENCHMARKS.md); stop them with SIGTERM (`timeout -s TERM`) and
+160-clip `video` synthetic set, BENCHMARKS.md); stop them with SIGTERM (`timeout -s TERM`) and
 the checkpoint is kept.
 Ablations: --config.model.temporal=both|none, --config.context.p=0 (no outpainting training),
 --config.guidance.p_drop=0.
@@ -97,7 +97,7 @@ def _pretrain(c):
 
 def _small(c):
   """Short accelerator runs (the issue 6 learning run): the `small` networks (23 M frozen + 10 M
-  trainable parameters, 63 GFLOPs per frame) at 128² on the 320-clip `video` synthetic set."""
+  trainable parameters, 63 GFLOPs per frame) at 128² on the 160-clip `video` synthetic set."""
   c.model.update(dict(name="small", dropout=0.0))
   c.num_train_steps = 20_000
   c.batch_size = 32

@@ -204,10 +204,10 @@ SYNTHETIC_CONFIGS = [
                     resolution=32,
                     description="Motion training: 640 + 32 clips of 10 s; the frames are "
                     "32 px thumbnails (the motion model reads audio and parameters)."),
-    SyntheticConfig(name="video", num_train=320, num_test=32, num_frames=schema.CLIP_FRAMES,
+    SyntheticConfig(name="video", num_train=160, num_test=16, num_frames=schema.CLIP_FRAMES,
                     resolution=128,
-                    description="Short video-model runs at 128 px: 320 + 32 clips of 10 s "
-                    "(about 3 min with 15 workers)."),
+                    description="Short video-model runs at 128 px: 160 + 16 clips of 10 s "
+                    "(about 2 min with 15 workers)."),
     SyntheticConfig(name="large", num_train=4000, num_test=200, num_frames=schema.CLIP_FRAMES,
                     resolution=256,
                     description="Accelerator training: 4000 + 200 clips of 10 s at 256 px."),
@@ -316,7 +316,7 @@ def _shuffle_buffer_bytes() -> int:
 def _in_memory_shuffle():
   """TFDS shuffles a split in memory up to 1 GB and spills beyond it through tf.io.gfile, i.e.
   TensorFlow, which this project does not install; raise that buffer to half the host's memory
-  (the `video` split is 1.7 GB) and say so in one sentence if a split outgrows even that."""
+  (the 128 px `video` split holds about 0.8 GB) and say so in one sentence if a split outgrows even that."""
   from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
   before = shuffle.MAX_MEM_BUFFER_SIZE
   shuffle.MAX_MEM_BUFFER_SIZE = max(before, _shuffle_buffer_bytes())
