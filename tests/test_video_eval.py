@@ -151,7 +151,7 @@ def test_eval_video_end_to_end(run, tmp_path):
     assert 0 < mode["l1"] < 1 and -1 < mode["ssim"] < 1
   assert set(m["repeat_ref"]) == {"psnr", "ssim", "l1", "per_clip"}
   assert m["repeat_ref"]["psnr"] > 5 and 0 < m["repeat_ref"]["ssim"] <= 1
-  assert m["truth"]["pixel_jitter"] > 0
+  assert m["truth"]["pixel_jitter"] > 0 and m["sample_videos"] == 1
   frames, fps = video_io.read_video(out / "clip0.mp4")
   assert frames.shape[0] == 16 and fps == 24 and frames.shape[1] >= 256
   with Image.open(out / "contact_sheet.png") as sheet:

@@ -66,3 +66,31 @@ def test_bad_inputs(tmp_path):
   with pytest.raises(video_io.VideoError, match="could not be decoded"):
     video_io.read_video(junk)
   assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+
+
+def test_files_are_world_readable_and_ffmpeg_falls_back_to_path(tmp_path, monkeypatch):
+  import builtins
+  import shutil
+  import stat
+  exe = video_io._ffmpeg()
+  path = video_io.write_video(tmp_path / "a.mp4", _frames())
+  assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+  # Without imageio-ffmpeg (the H200 image lacks it) an ffmpeg on PATH is used, else one sentence.
+  real_import = builtins.__import__
+
+  def no_imageio_ffmpeg(name, *args, **kwargs):
+    if name == "imageio_ffmpeg":
+      raise ImportError("No module named 'imageio_ffmpeg'")
+    return real_import(name, *args, **kwargs)
+
+  monkeypatch.setattr(builtins, "__import__", no_imageio_ffmpeg)
+  monkeypatch.setattr(shutil, "which", lambda name: exe if name == "ffmpeg" else None)
+  video_io.write_video(tmp_path / "b.mp4", _frames())
+  with pytest.raises(video_io.VideoError, match="needs imageio-ffmpeg"):
+    video_io.read_video(tmp_path / "b.mp4")
+  monkeypatch.setattr(shutil, "which", lambda name: None)
+  with pytest.raises(video_io.VideoError, match="no ffmpeg found"):
+    video_io.write_video(tmp_path / "c.mp4", _frames())
+  monkeypatch.undo()
+  frames, _ = video_io.read_video(tmp_path / "b.mp4")
+  assert frames.shape == _frames().shape

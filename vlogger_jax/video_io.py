@@ -1,5 +1,6 @@
 """Video files: H.264 mp4 (yuv420p) with AAC audio out, RGB frames in, through the ffmpeg binary
-that imageio-ffmpeg ships (so a pip-only install can write and read videos).
+that imageio-ffmpeg ships (so a pip-only install can write and read videos); where that package
+is missing, write_video uses an `ffmpeg` on PATH.
 
 write_video(path, frames [T, H, W, 3] uint8, fps=24, audio=None) writes to a temporary name in the
 same folder and renames, so an interrupted write never leaves a half-written file under `path`.
@@ -9,6 +10,7 @@ Audio is mono 16 kHz (audio.SAMPLE_RATE), float in [-1, 1] or int16 PCM.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 import wave
@@ -23,8 +25,17 @@ class VideoError(ValueError):
 
 
 def _ffmpeg() -> str:
-  import imageio_ffmpeg  # pylint: disable=g-import-not-at-top  (model code runs without it)
-  return imageio_ffmpeg.get_ffmpeg_exe()
+  """imageio-ffmpeg's binary, else an `ffmpeg` on PATH; one sentence if there is neither."""
+  try:
+    import imageio_ffmpeg  # pylint: disable=g-import-not-at-top  (model code runs without it)
+    return imageio_ffmpeg.get_ffmpeg_exe()
+  except (ImportError, RuntimeError):
+    found = shutil.which("ffmpeg")
+    if found:
+      return found
+  raise VideoError("no ffmpeg found: imageio-ffmpeg is not installed and no `ffmpeg` is on PATH; "
+                   "expected `pip install imageio-ffmpeg` (the project's dependency) or a system "
+                   "ffmpeg to write and read videos.")
 
 
 def _check_frames(frames) -> np.ndarray:
@@ -94,6 +105,7 @@ def write_video(path, frames, fps: float = 24, audio=None, crf: int = 18) -> str
       reason = proc.stderr.decode(errors="replace").strip().splitlines()
       raise VideoError(f"write_video: ffmpeg could not encode {path!r} "
                        f"({reason[-1] if reason else 'no message'}).")
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would survive the rename
     os.replace(tmp, path)
   finally:
     for leftover in (tmp, wav):
@@ -110,6 +122,10 @@ def read_video(path) -> tuple[np.ndarray, float]:
                      "that ffmpeg can decode.")
   try:
     import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise VideoError("read_video needs imageio-ffmpeg, which is not installed; expected "
+                     "`pip install imageio-ffmpeg` (the project's dependency).") from None
+  try:
     reader = imageio_ffmpeg.read_frames(path)
     meta = next(reader)
     w, h = meta["size"]
