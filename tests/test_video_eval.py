@@ -37,12 +37,6 @@ def test_identical_videos_are_perfect_and_distances_are_symmetric():
     video_eval.psnr(a, a[:-1])
 
 
-def test_psnr_agrees_with_the_training_evaluation():
-  from vlogger_jax.train.tasks import video  # the task's own in-training PSNR
-  a, b = _video(0), _video(1)
-  assert video_eval.psnr(a, b) == pytest.approx(video.psnr(a, b), rel=1e-12)
-
-
 def test_ssim_of_flat_frames_is_the_luminance_term():
   # With no variance SSIM reduces to (2 mu_a mu_b + C1) / (mu_a^2 + mu_b^2 + C1) on [0, 1].
   a = np.full((2, S, S, 3), -0.2)   # 0.4 in [0, 1]

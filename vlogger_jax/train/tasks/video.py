@@ -33,6 +33,7 @@ from vlogger_jax import diffusion
 from vlogger_jax import head as head_lib
 from vlogger_jax import render
 from vlogger_jax import video_sampler
+from vlogger_jax.video_eval import psnr
 from vlogger_jax.nn import unet as unet_lib
 
 STAGES = ("pretrain", "control")
@@ -42,12 +43,6 @@ PRETRAIN_SUBDIR = "pretrain"
 def to_pixels(frames: jax.Array) -> jax.Array:
   """uint8 frames [...] -> float32 in [-1, 1]."""
   return frames.astype(jnp.float32) / 127.5 - 1.0
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-  """PSNR in dB of two videos in [-1, 1] (peak 2), any equal or broadcastable shapes."""
-  mse = float(np.mean(np.square((np.asarray(a, np.float64) - b) / 2.0)))
-  return 10.0 * float(np.log10(1.0 / max(mse, 1e-12)))
 
 
 def batch_shapes(batch: int, num_frames: int, size: int) -> dict:
@@ -283,7 +278,7 @@ class VideoTask:
                                      sampler=e.sampler, num_steps=e.num_steps, eta=e.eta))
       scores["eval/psnr"].append(psnr(out, truth))
       scores["eval/l1"].append(float(np.abs(out - truth).mean() / 2))
-      scores["eval/psnr_repeat_ref"].append(psnr(np.asarray(ref)[None], truth))
+      scores["eval/psnr_repeat_ref"].append(psnr(np.broadcast_to(ref, truth.shape), truth))
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
   # --- sampling ---
