@@ -124,6 +124,8 @@ class MotionBatchIterator:
   # --- the pure function of the step ---
 
   def _permutation(self, epoch: int) -> np.ndarray:
+    # Called from the prefetch threads: a permutation is a pure function of the epoch, so a race
+    # costs at most recomputing one; the cache keeps the last two epochs.
     perm = self._perms.get(epoch)
     if perm is None:
       rng = np.random.default_rng([self.seed % 2**32, self.process_index, 0, epoch])
