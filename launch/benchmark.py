@@ -1,6 +1,8 @@
 r"""Measures a config's training step: compile time, step time, model FLOPs and utilisation, memory.
 
   python launch/benchmark.py --config=configs/toy.py --loop_steps=2000 --out=bench/toy.json
+  python launch/benchmark.py --config=configs/base128.py --config.pretrained=none \
+      --config.batch_size=16 --steps=3 --profile_steps=2    # + device time per kernel
 
 Model FLOPs are analytic (vlogger_jax/flops.py: matrix products and convolutions of the step's
 forward and backward, frozen parts only as far as gradients must flow). Utilisation divides them
@@ -26,6 +28,11 @@ _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Device peak in TFLOP/s; 0 measur
 _DATA = flags.DEFINE_enum("data", "fake", ["fake", "real"],
                           "Timed steps on a random batch of the task's batch_spec (no dataset "
                           "needed) or on the task's first real batch.")
+_PROFILE = flags.DEFINE_integer("profile_steps", 0, "Also trace this many steps with the JAX "
+                                "profiler and print the device time per kernel and category "
+                                "(vlogger_jax/profiling.py); 0: no trace.")
+_PROFILE_DIR = flags.DEFINE_string("profile_dir", None, "Where the trace goes (default: a "
+                                   "temporary folder, printed).")
 _OUT = flags.DEFINE_string("out", None, "Write the figures as JSON to this path.")
 flags.mark_flags_as_required(["config"])
 
@@ -66,7 +73,8 @@ def fake_batch(trainer, seed: int = 0) -> dict:
   return out
 
 
-def run(config, steps, warmup, loop_steps, peak_tflops, data="fake"):
+def run(config, steps, warmup, loop_steps, peak_tflops, data="fake", profile_steps=0,
+        profile_dir=None):
   import tempfile
   import time
 
@@ -147,6 +155,19 @@ def run(config, steps, warmup, loop_steps, peak_tflops, data="fake"):
       "peak_memory_gib": (stats.get("peak_bytes_in_use", 0) / 2**30 if stats else
                           (mem.temp_size_in_bytes + mem.argument_size_in_bytes) / 2**30),
   }
+  if profile_steps:
+    from vlogger_jax import profiling
+    box = {"state": state}
+
+    def one_step():
+      box["state"], out = compiled(box["state"], batch)
+      return out
+
+    path = profiling.trace(one_step, profile_steps,
+                           profile_dir or tempfile.mkdtemp(prefix="vlogger_profile_"))
+    summary = profiling.summarize(path, profile_steps)
+    print(profiling.format_summary(summary), flush=True)
+    figures["profile"] = summary
   if loop_steps:
     with tempfile.TemporaryDirectory() as workdir:
       log_every = max(loop_steps // 5, 1)
@@ -164,9 +185,10 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
 
   figures = run(_CONFIG.value, _STEPS.value, _WARMUP.value, _LOOP_STEPS.value, _PEAK.value,
-                _DATA.value)
-  width = max(len(k) for k in figures)
-  for k, v in figures.items():
+                _DATA.value, _PROFILE.value, _PROFILE_DIR.value)
+  shown_figures = {k: v for k, v in figures.items() if k != "profile"}
+  width = max(len(k) for k in shown_figures)
+  for k, v in shown_figures.items():
     shown = f"{v:.4g}" if isinstance(v, float) else str(v)
     print(f"{k:<{width}}  {shown}")
   if _OUT.value:
