@@ -59,7 +59,7 @@ def _base() -> ml_collections.ConfigDict:
   c.diffusion = ml_collections.ConfigDict(dict(num_steps=1000, schedule="cosine",
                                                prediction="eps"))
   c.model = ml_collections.ConfigDict(dict(
-      name="base128",                  # vlogger_jax.nn.unet configurations: base128 | small | tiny
+      name="base128",                  # vlogger_jax.nn.unet: base128 | small | tiny
       dropout=0.1,
       attention_impl="",               # '' -> cuDNN flash attention where available; 'xla'
       temporal="control",              # temporal convs: 'control' | 'both' | 'none'

@@ -316,7 +316,8 @@ def _shuffle_buffer_bytes() -> int:
 def _in_memory_shuffle():
   """TFDS shuffles a split in memory up to 1 GB and spills beyond it through tf.io.gfile, i.e.
   TensorFlow, which this project does not install; raise that buffer to half the host's memory
-  (the 128 px `video` split holds about 0.8 GB) and say so in one sentence if a split outgrows even that."""
+  (the 128 px `video` split holds about 0.8 GB) and say so in one sentence if a split outgrows
+  even that."""
   from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
   before = shuffle.MAX_MEM_BUFFER_SIZE
   shuffle.MAX_MEM_BUFFER_SIZE = max(before, _shuffle_buffer_bytes())

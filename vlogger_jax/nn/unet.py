@@ -120,7 +120,7 @@ _HINTS = {"base128": (32, 64), "small": (16, 32), "tiny": (16,)}
 
 
 def unet_config(name: str, **overrides) -> UNetConfig:
-  """The image-model configuration called `name` ('base128' | 'small' | 'tiny'), fields overridden."""
+  """The image-model configuration `name` ('base128' | 'small' | 'tiny'), fields overridden."""
   if name not in _UNETS:
     raise ValueError(f"UNet configuration '{name}' is unknown; expected one of: "
                      f"{', '.join(sorted(_UNETS))}.")
@@ -130,7 +130,7 @@ def unet_config(name: str, **overrides) -> UNetConfig:
 
 
 def control_config(name: str, **overrides) -> ControlConfig:
-  """The video-model configuration called `name` ('base128' | 'small' | 'tiny'), fields overridden."""
+  """The video-model configuration `name` ('base128' | 'small' | 'tiny'), fields overridden."""
   cfg = dataclasses.replace(ControlConfig(unet=unet_config(name), hint_channels=_HINTS[name]),
                             **overrides)
   cfg.validate()
