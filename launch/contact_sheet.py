@@ -19,6 +19,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 from PIL import Image, ImageDraw  # pylint: disable=wrong-import-position
 
 from vlogger_jax import body  # pylint: disable=wrong-import-position
+from vlogger_jax import fileio  # pylint: disable=wrong-import-position
 from vlogger_jax import geometry  # pylint: disable=wrong-import-position
 from vlogger_jax import head  # pylint: disable=wrong-import-position
 from vlogger_jax import render  # pylint: disable=wrong-import-position
@@ -97,10 +98,7 @@ def main(argv=None):
   draw = ImageDraw.Draw(image)
   for c, (label, *_) in enumerate(VARIANTS):
     draw.text((c * s + 4, 2), label, fill=(0, 0, 0))
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  tmp = args.out + ".tmp.png"
-  image.save(tmp, optimize=True)
-  os.replace(tmp, args.out)
+  fileio.save_png(args.out, image)
   print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB, {image.size[0]}x"
         f"{image.size[1]})")
 

@@ -132,10 +132,8 @@ def write_contact_sheet(path: str, rows: list[tuple[str, object, object]], frame
     _label(image, (ROW_LABEL_PX + c * (s + GAP_PX) + 4, 4), label)
   for r, (label, *_) in enumerate(rows):
     _label(image, (6, LABEL_PX + r * (s + GAP_PX) + s // 2 - 6), label)
-  tmp = f"{path}.tmp-{os.getpid()}.png"
-  image.save(tmp, optimize=True)
-  os.replace(tmp, path)
-  return path
+  from vlogger_jax import fileio  # pylint: disable=g-import-not-at-top
+  return fileio.save_png(path, image)
 
 
 def _finite(x: float) -> float | None:

@@ -12,13 +12,13 @@ jaw curve. Takes a few minutes on a 2-core CPU.
 import argparse
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # pylint: disable=wrong-import-position
 from PIL import Image, ImageDraw  # pylint: disable=wrong-import-position
 
+from vlogger_jax import fileio  # pylint: disable=wrong-import-position
 from vlogger_jax import head  # pylint: disable=wrong-import-position
 from vlogger_jax import video_io  # pylint: disable=wrong-import-position
 from vlogger_jax.data import schema  # pylint: disable=wrong-import-position
@@ -41,14 +41,6 @@ def _pick_frames(clip, count):
       picks.append(int(r))
       labels.append("")
   return picks[:count], labels[:count]
-
-
-def _atomic_save(image, path):
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=".tmp_sheet_", suffix=".png", dir=directory)
-  os.close(fd)
-  image.save(tmp, optimize=True)
-  os.replace(tmp, path)
 
 
 def main(argv=None):
@@ -74,7 +66,7 @@ def main(argv=None):
       sheet.paste(Image.fromarray(clip["frames"][i]), (c * tile, r * (tile + pad) + pad))
       draw.text((c * tile + 2, r * (tile + pad)), f"{clip['id'][-2:]} {label} (f{i})",
                 fill="black")
-  _atomic_save(sheet, args.sheet)
+  fileio.save_png(args.sheet, sheet)
   print("wrote", args.sheet)
 
   four = clips[:4]

@@ -17,3 +17,17 @@ def write_json(path: str, obj: Any, indent: int | None = 2) -> str:
     json.dump(obj, f, indent=indent)
   os.replace(tmp, path)
   return path
+
+
+def save_png(path: str, image) -> str:
+  """Saves a PIL image (or a uint8 array [H, W, 3]) as PNG through a temporary name; returns
+  path."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  path = os.fspath(path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  if not isinstance(image, Image.Image):
+    image = Image.fromarray(image)
+  tmp = f"{path}.tmp-{os.getpid()}.png"
+  image.save(tmp, optimize=True)
+  os.replace(tmp, path)
+  return path
