@@ -29,7 +29,7 @@ def bank_and_stats(synthetic_tiny):
 
 
 def _iterator(bank, stats, **kw):
-  kw = dict(batch_size=3, seed=7, min_frames=MIN, max_frames=MAX, **kw)
+  kw = {**dict(batch_size=3, seed=7, min_frames=MIN, max_frames=MAX), **kw}
   return motion_bank.MotionBatchIterator(bank, stats, **kw)
 
 
@@ -110,8 +110,7 @@ def test_resume_and_prefetch_are_exact(bank_and_stats):
   c.close()
   with pytest.raises(ValueError, match="batch_size"):
     _iterator(bank, stats, prefetch=0).set_state({**state, "batch_size": 5})
-  other_seed = _iterator(bank, stats, prefetch=0)
-  other_seed.seed = 8
+  other_seed = _iterator(bank, stats, seed=8, prefetch=0)
   assert not np.array_equal(next(other_seed)["motion"], ref[0]["motion"])
 
 

@@ -228,6 +228,14 @@ def train(config, workdir: str, devices=None) -> TrainResult:
                              f"update from step {bad} to {bad + 1} were NaN/Inf; {where}. Lower "
                              "optimizer.lr or check the data.")
 
+  def save(step: int):
+    check_finite(step)
+    checkpointer.save(step, state, config_dict, data.get_state(), force=True)
+
+  def announce_stop(step: int):
+    _log(f"stop requested: saved step {step} in {checkpointer.directory}; rerun the same command "
+         "to resume.")
+
   step = int(state.step)
   total = config.num_train_steps
   progress = metrics_lib.Progress(total, step)
@@ -243,11 +251,9 @@ def train(config, workdir: str, devices=None) -> TrainResult:
           # step, whose data state is that of the batch before.
           if not (stop.raised and jax.process_count() == 1):
             raise
-          check_finite(step)
           if checkpointer.latest_step() != step:
-            checkpointer.save(step, state, config_dict, data.get_state(), force=True)
-          _log(f"stop requested: saved step {step} in {checkpointer.directory}; rerun the same "
-               "command to resume.")
+            save(step)
+          announce_stop(step)
           stopped = True
           break
         state, metrics = trainer.train_step(state, batch)
@@ -265,11 +271,9 @@ def train(config, workdir: str, devices=None) -> TrainResult:
         preempted = (stop.raised if jax.process_count() == 1
                      else checkpointer.reached_preemption(step))
         if step % config.checkpoint.every == 0 or step == total or preempted:
-          check_finite(step)
-          checkpointer.save(step, state, config_dict, data.get_state(), force=True)
+          save(step)
         if preempted and step < total:
-          _log(f"stop requested: saved step {step} in {checkpointer.directory}; rerun the same "
-               "command to resume.")
+          announce_stop(step)
           stopped = True
           break
   finally:

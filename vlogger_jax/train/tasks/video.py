@@ -32,8 +32,8 @@ import numpy as np
 from vlogger_jax import diffusion
 from vlogger_jax import head as head_lib
 from vlogger_jax import render
+from vlogger_jax import video_eval
 from vlogger_jax import video_sampler
-from vlogger_jax.video_eval import psnr
 from vlogger_jax.nn import unet as unet_lib
 
 STAGES = ("pretrain", "control")
@@ -276,9 +276,10 @@ class VideoTask:
       truth = np.asarray(to_pixels(batch["frames"][i]))
       out = np.asarray(self.generate(params, ref, clip, jax.random.fold_in(rng, i),
                                      sampler=e.sampler, num_steps=e.num_steps, eta=e.eta))
-      scores["eval/psnr"].append(psnr(out, truth))
+      scores["eval/psnr"].append(video_eval.psnr(out, truth))
       scores["eval/l1"].append(float(np.abs(out - truth).mean() / 2))
-      scores["eval/psnr_repeat_ref"].append(psnr(np.broadcast_to(ref, truth.shape), truth))
+      scores["eval/psnr_repeat_ref"].append(video_eval.psnr(np.broadcast_to(ref, truth.shape),
+                                                               truth))
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
   # --- sampling ---
