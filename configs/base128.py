@@ -113,7 +113,6 @@ def _small(c):
 def _small_pretrain(c):
   _small(c)
   _pretrain(c)
-  c.model.update(dict(name="small", dropout=0.0))
   c.num_train_steps = 20_000
   c.batch_size = 128
   c.optimizer.lr = 3e-4
@@ -137,7 +136,6 @@ def _tiny(c):
 def _tiny_pretrain(c):
   _tiny(c)
   _pretrain(c)
-  c.model.update(dict(name="tiny", dropout=0.0))
   c.num_train_steps = 300
   c.batch_size = 8
   c.optimizer.lr = 2e-3
