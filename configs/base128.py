@@ -61,7 +61,8 @@ def _base() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       name="base128",                  # vlogger_jax.nn.unet: base128 | small | tiny
       dropout=0.1,
-      attention_impl="",               # '' -> cuDNN flash attention where available; 'xla'
+      attention_impl="",               # '' -> cuDNN flash attention on GPU (bf16), else 'xla'
+      dropout_prng="rbg",              # dropout bits: 'rbg' (XLA RngBitGenerator) | 'threefry'
       temporal="control",              # temporal convs: 'control' | 'both' | 'none'
       temporal_blocks="first"))        # 'first' res block of each down level | 'all'
   c.guidance = ml_collections.ConfigDict(dict(p_drop=0.1))   # hint + reference dropped together

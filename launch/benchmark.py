@@ -26,8 +26,8 @@ _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps after compilation.")
 _LOOP_STEPS = flags.DEFINE_integer("loop_steps", 0, "Steps of the real training loop (0: skip).")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Device peak in TFLOP/s; 0 measures it.")
 _DATA = flags.DEFINE_enum("data", "fake", ["fake", "real"],
-                          "Timed steps on a random batch of the task's batch_spec (no dataset "
-                          "needed) or on the task's first real batch.")
+                          "Timed steps on a made-up batch of the task's batch_spec (no dataset "
+                          "needed; see fake_batch) or on the task's first real batch.")
 _PROFILE = flags.DEFINE_integer("profile_steps", 0, "Also trace this many steps with the JAX "
                                 "profiler and print the device time per kernel and category "
                                 "(vlogger_jax/profiling.py); 0: no trace.")
@@ -60,8 +60,11 @@ def measure_peak_tflops() -> tuple[float, str]:
 
 
 def fake_batch(trainer, seed: int = 0) -> dict:
-  """Random host-local arrays shaped like the task's batch (uniform in [0, 1], ints in [0, 255])."""
+  """Host-local arrays shaped like the task's batch: the task's `example_batch` where it has one
+  (tasks whose step cost depends on the values), else uniform in [0, 1] and ints in [0, 255]."""
   import numpy as np
+  if hasattr(trainer.task, "example_batch"):
+    return trainer.task.example_batch(trainer.local_batch, seed)
   rng = np.random.default_rng(seed)
   out = {}
   for k, spec in trainer.abstract_batch.items():
@@ -84,6 +87,7 @@ def run(config, steps, warmup, loop_steps, peak_tflops, data="fake", profile_ste
   from vlogger_jax.flops import count_flops
   from vlogger_jax.train import config_lib, loop
   from vlogger_jax.train.state import merge
+  from vlogger_jax.train.tasks import get_task
 
   t0 = time.perf_counter()
   progress = lambda what: print(f"[{time.perf_counter() - t0:7.1f} s] {what}", flush=True)
@@ -103,9 +107,16 @@ def run(config, steps, warmup, loop_steps, peak_tflops, data="fake", profile_ste
   compile_s = time.perf_counter() - t
   progress("train step compiled")
 
+  # Counted on XLA's attention (the same products): cuDNN's fused kernel is one opaque call in
+  # the jaxpr, and tracing it needs a GPU.
+  counting_task = trainer.task
+  if "attention_impl" in config.get("model", {}) and config.model.attention_impl != "xla":
+    counting_task = get_task(config.task)(
+        config_lib.overridden(config, **{"model.attention_impl": "xla"}))
+
   def train_grads(params, frozen, batch):
-    return jax.value_and_grad(lambda p: trainer.task.loss(merge(p, frozen), batch,
-                                                          jax.random.PRNGKey(0)),
+    return jax.value_and_grad(lambda p: counting_task.loss(merge(p, frozen), batch,
+                                                           jax.random.PRNGKey(0)),
                               has_aux=True)(params)
 
   abstract = trainer.abstract_state

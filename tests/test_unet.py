@@ -211,6 +211,48 @@ def test_errors_name_the_input(tiny):
     unet_lib.control_params_from_unet(tiny["fresh"], narrow)
 
 
+def test_temporal_conv_is_the_3d_convolution_over_time():
+  # The layer runs its [k, 1, 1, C, C] kernel as a 2-D (k, 1) convolution over [B, T, H*W, C];
+  # it must equal the (k, 1, 1) 3-D convolution with zero padding in time, plus the residual.
+  rng = np.random.default_rng(0)
+  h = rng.standard_normal((2 * 5, 4, 3, 6)).astype(np.float32)
+  layer = unet_lib.TemporalConv(3)
+  shapes = nn.meta.unbox(jax.eval_shape(lambda: layer.init(jax.random.PRNGKey(0), h, 5)))
+  params = jax.tree.map(lambda a: rng.standard_normal(a.shape).astype(np.float32), shapes)
+  assert params["params"]["conv"]["kernel"].shape == (3, 1, 1, 6, 6)
+  conv3d = nn.Conv(6, (3, 1, 1), padding=((1, 1), (0, 0), (0, 0)))
+  v = h.reshape(2, 5, 4, 3, 6)
+  want = v + conv3d.apply({"params": params["params"]["conv"]}, v)
+  np.testing.assert_allclose(layer.apply(params, h, 5), want.reshape(h.shape), rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_attention_implementation_choice():
+  pick = unet_lib.attention_implementation
+  assert pick("xla", jnp.bfloat16, 64) == "xla"
+  assert pick("cudnn", jnp.float32, 64) == "cudnn"   # asked for: passed through
+  fused = "cudnn" if jax.default_backend() == "gpu" else "xla"
+  assert pick(None, jnp.bfloat16, 64) == fused
+  assert pick(None, jnp.float32, 64) == "xla"        # cuDNN's fused kernel wants 16-bit heads
+  assert pick(None, jnp.bfloat16, 12) == "xla"       # head size not a multiple of 8
+
+
+def test_dropout_key_is_a_deterministic_rbg_key():
+  from vlogger_jax.nn import layers
+  key = jax.random.PRNGKey(3)
+  assert layers.dropout_key(key, "threefry") is key
+  fast = layers.dropout_key(key)
+  assert jax.random.key_impl(fast) == jax.random.key_impl(jax.random.key(0, impl="rbg"))
+  drop = lambda k: nn.Dropout(0.25).apply({}, jnp.ones((4096,)), deterministic=False,
+                                          rngs={"dropout": k})
+  a, b = drop(fast), drop(layers.dropout_key(key))
+  np.testing.assert_array_equal(a, b)                                   # a function of the key
+  assert abs(float(jnp.mean(a == 0)) - 0.25) < 0.03                     # the asked-for rate
+  assert not np.array_equal(a, drop(layers.dropout_key(jax.random.PRNGKey(4))))
+  with pytest.raises(ValueError, match="dropout PRNG 'philox' is unknown"):
+    layers.dropout_key(key, "philox")
+
+
 def test_sharded_on_8_devices_matches_one_device(tmp_path):
   script = tmp_path / "sharded.py"
   script.write_text(textwrap.dedent("""

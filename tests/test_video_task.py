@@ -103,6 +103,23 @@ def test_data_iterators_yield_the_batch_spec(dataset):
     assert batch["frames"].shape == (3, frames, S, S, 3)
 
 
+def test_example_batch_has_the_spec_and_renders_people(dataset):
+  # Benchmarks time the step on this batch: its parameters must be the synthetic generator's, so
+  # the rendered controls show a person of plausible size (uniform random ones do not).
+  for stage, frames in (("pretrain", 1), ("control", 8)):
+    task = video.VideoTask(tiny_config(dataset, stage=stage, pretrained="none"))
+    batch = task.example_batch(3, seed=1)
+    assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
+        k: (s.shape, s.dtype) for k, (s, _) in task.batch_spec(3).items()}
+  for k, v in task.example_batch(3, seed=1).items():
+    np.testing.assert_array_equal(v, batch[k])
+  controls, ref_controls = jax.jit(task.controls)(batch)
+  mask = np.asarray(controls[..., -1]) > 0               # the last channel is the foreground
+  assert controls.shape == (3, frames, S, S, render.CONTROL_CHANNELS)
+  assert 0.03 < mask.mean() < 0.9 and mask.reshape(3 * frames, -1).any(axis=1).all()
+  assert np.asarray(ref_controls[..., -1]).any()
+
+
 def test_tiny_image_model_is_pretrained_first_and_overfits_one_clip(run):
   config, workdir = run
   pre = os.path.join(workdir, video.PRETRAIN_SUBDIR)

@@ -55,7 +55,7 @@ class UNetConfig:
   image_channels: int = 3                  # noisy frame in, ε out
   ref_channels: int = 3                    # reference image concatenated to the input; 0: none
   emb_mult: int = 4                        # step embedding width = channels * emb_mult
-  attention_impl: str | None = None        # None: cuDNN flash attention where available; 'xla'
+  attention_impl: str | None = None        # None: cuDNN flash attention on GPU, else XLA
 
   def validate(self) -> None:
     """Raises ValueError with one sentence for a configuration no model could use."""
@@ -162,6 +162,34 @@ def _norm(groups: int, *, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.Gro
                                                              ("norm",)))
 
 
+class _TimeConv(nn.Module):
+  """The temporal convolution's kernel [k, 1, 1, C, F] applied as a 2-D (k, 1) convolution over
+  [B, T, H*W, C]: the same products as the (k, 1, 1) 3-D convolution, but on the 2-D NHWC path
+  that cuDNN serves best (its 3-D kernels add layout transposes around each call)."""
+  features: int
+  kernel: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, v: jax.Array) -> jax.Array:
+    """v [B, T, H, W, C] -> [B, T, H, W, features]."""
+    b, t, hh, ww, c = v.shape
+    k = self.param("kernel", nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                          TEMPORAL_AXES),
+                   (self.kernel, 1, 1, c, self.features), self.param_dtype)
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                           ("conv_out",)),
+                      (self.features,), self.param_dtype)
+    v, k, bias = nn.dtypes.promote_dtype(v, k, bias, dtype=self.dtype)
+    pad = self.kernel // 2
+    # Zero padding in time: the first and last frames see no phantom neighbours.
+    y = jax.lax.conv_general_dilated(
+        v.reshape(b, t, hh * ww, c), k.reshape(self.kernel, 1, c, self.features), (1, 1),
+        ((pad, pad), (0, 0)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y.reshape(b, t, hh, ww, self.features) + bias
+
+
 class TemporalConv(nn.Module):
   """h + conv_t(h): a 1-D convolution over time, zero-initialised so it starts as the identity."""
   kernel: int = 3
@@ -173,15 +201,7 @@ class TemporalConv(nn.Module):
     """h [B*T, H, W, C] -> [B*T, H, W, C], mixing each pixel with its neighbours in time."""
     n, hh, ww, c = h.shape
     v = nn.with_logical_constraint(h.reshape(n // num_frames, num_frames, hh, ww, c), VIDEO)
-    pad = self.kernel // 2
-    # A (k, 1, 1) 3-D convolution on [B, T, H, W, C] is the 1-D temporal conv without transposes;
-    # zero padding in time means the first and last frames see no phantom neighbours.
-    out = nn.Conv(c, (self.kernel, 1, 1), padding=((pad, pad), (0, 0), (0, 0)), dtype=self.dtype,
-                  param_dtype=self.param_dtype, name="conv",
-                  kernel_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                           TEMPORAL_AXES),
-                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                         ("conv_out",)))(v)
+    out = _TimeConv(c, self.kernel, self.dtype, self.param_dtype, name="conv")(v)
     return (v + out.astype(v.dtype)).reshape(h.shape)
 
 
@@ -215,6 +235,21 @@ class ResBlock(nn.Module):
     return nn.with_logical_constraint(x + h, FOLDED)
 
 
+def attention_implementation(requested: str | None, dtype: Dtype, head_dim: int) -> str:
+  """The jax.nn.dot_product_attention implementation to use: `requested` if given, else cuDNN's
+  fused flash attention on a GPU for bf16/fp16 heads it supports, else XLA.
+
+  jax's own `implementation=None` means XLA today, which materialises every [L, L] logit
+  matrix in float32: at 32² that is 4 MiB per head and frame, written and re-read several times
+  in the forward and backward passes (BENCHMARKS.md, issue 6).
+  """
+  if requested:
+    return requested
+  fused_ok = (jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+              and head_dim % 8 == 0 and head_dim <= 128)
+  return "cudnn" if fused_ok else "xla"
+
+
 class Attention(nn.Module):
   """Pre-norm multi-head self-attention over the pixels of each frame, residual."""
   cfg: UNetConfig
@@ -231,7 +266,8 @@ class Attention(nn.Module):
     qkv = sharded_dense(3 * c, ("embed", "heads"), name="qkv", **kw)(h)
     q, k, v = jnp.split(qkv.reshape(n, hh * ww, 3 * heads, c // heads), 3, axis=2)
     # jax.nn picks cuDNN flash attention on GPU when allowed (None) and XLA elsewhere.
-    o = jax.nn.dot_product_attention(q, k, v, implementation=self.cfg.attention_impl)
+    impl = attention_implementation(self.cfg.attention_impl, q.dtype, c // heads)
+    o = jax.nn.dot_product_attention(q, k, v, implementation=impl)
     o = sharded_dense(c, ("heads", "embed"), name="out", **kw)(o.reshape(n, hh * ww, c))
     return nn.with_logical_constraint(x + o.reshape(x.shape), FOLDED)
 

@@ -34,6 +34,7 @@ from vlogger_jax import head as head_lib
 from vlogger_jax import render
 from vlogger_jax import video_eval
 from vlogger_jax import video_sampler
+from vlogger_jax.nn import layers
 from vlogger_jax.nn import unet as unet_lib
 
 STAGES = ("pretrain", "control")
@@ -188,7 +189,8 @@ class VideoTask:
   def apply(self, params, x, t, cond, rng=None):
     """The denoiser: prediction [B, N, R, R, 3]; `cond` is the reference image [B, R, R, 3] for
     the pretrain stage and the conditioning dict of ControlledVideoUNet for the control stage."""
-    rngs = None if rng is None else {"dropout": rng}
+    rngs = None if rng is None else {
+        "dropout": layers.dropout_key(rng, self.config.model.get("dropout_prng", "threefry"))}
     return self.model.apply({"params": params}, x, t, cond, train=rng is not None, rngs=rngs)
 
   def controls(self, batch: dict) -> tuple[jax.Array, jax.Array]:
@@ -202,6 +204,32 @@ class VideoTask:
                                      *(cat(k) for k in video_sampler.FRAME_KEYS), self.size)
     c = nn.with_logical_constraint(c, ("batch", None, None, None, None))
     return c[:, :n], c[:, n]
+
+  def example_batch(self, batch: int, seed: int = 0) -> dict:
+    """A host batch of `batch` examples for benchmarks: random pixels, but the motion parameters
+    of synthetic clips (vlogger_jax/data/synthetic.py), so that the controls rendered in the step
+    cost what they cost in training. (Uniform random parameters put heads across and behind the
+    camera, and the rasterizer's per-batch window then covers whole frames: 30 % of the paper-size
+    step on the H200, against about 1 % on real parameters; BENCHMARKS.md.)"""
+    from vlogger_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+    n = self.num_frames
+    rng = np.random.default_rng(seed)
+    out = {k: [] for k in batch_shapes(1, n, self.size)}
+    for i in range(batch):
+      plan = synthetic.plan_clip(seed * 100_003 + i, n + 1, self.size, self.head_model)
+      params = {"shape": plan.shape, "fov": np.float32(plan.fov), "expression": plan.expression,
+                "head_pose": plan.head_pose, "body_keypoints": plan.body_keypoints,
+                "body_visibility": plan.body_visibility}
+      for k, v in params.items():   # frames 0..n-1 are the window, frame n the reference
+        if k in ("shape", "fov"):
+          out[k].append(v)
+        else:
+          out[k].append(v[:n])
+          out[f"ref_{k}"].append(v[n])
+      out["frames"].append(rng.integers(0, 256, (n, self.size, self.size, 3), np.uint8))
+      out["ref_frame"].append(rng.integers(0, 256, (self.size, self.size, 3), np.uint8))
+    shapes = batch_shapes(batch, n, self.size)
+    return {k: np.stack(v).astype(shapes[k][1]).reshape(shapes[k][0]) for k, v in out.items()}
 
   def batch_spec(self, batch: int) -> dict:
     return {k: (jax.ShapeDtypeStruct(shape, dtype), ("batch",) + (None,) * (len(shape) - 1))
