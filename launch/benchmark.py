@@ -33,6 +33,10 @@ _PROFILE = flags.DEFINE_integer("profile_steps", 0, "Also trace this many steps 
                                 "(vlogger_jax/profiling.py); 0: no trace.")
 _PROFILE_DIR = flags.DEFINE_string("profile_dir", None, "Where the trace goes (default: a "
                                    "temporary folder, printed).")
+_INIT = flags.DEFINE_enum("init", "random", ["random", "model"],
+                          "State of the timed steps: 'random' (Trainer.random_state: one random "
+                          "draw, compiles in seconds) or 'model' (the model's own initialisers, "
+                          "as in training; a minute or more to compile at paper size).")
 _OUT = flags.DEFINE_string("out", None, "Write the figures as JSON to this path.")
 flags.mark_flags_as_required(["config"])
 
@@ -77,7 +81,7 @@ def fake_batch(trainer, seed: int = 0) -> dict:
 
 
 def run(config, steps, warmup, loop_steps, peak_tflops, data="fake", profile_steps=0,
-        profile_dir=None):
+        profile_dir=None, init="random"):
   import tempfile
   import time
 
@@ -98,9 +102,9 @@ def run(config, steps, warmup, loop_steps, peak_tflops, data="fake", profile_ste
     batch = trainer.device_batch(next(it))
   else:
     batch = trainer.device_batch(fake_batch(trainer))
-  state = trainer.init_state()
+  state = trainer.random_state(config.seed) if init == "random" else trainer.init_state()
   jax.block_until_ready(state)
-  progress("state initialised")
+  progress(f"state initialised ({init})")
 
   t = time.perf_counter()
   compiled = trainer.train_step.lower(state, batch).compile()
@@ -151,6 +155,7 @@ def run(config, steps, warmup, loop_steps, peak_tflops, data="fake", profile_ste
   figures = {
       "config": f"{config.task}:{config.variant}",
       "data": data,
+      "init": init,
       "device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
       "global_batch": config.batch_size,
       "compile_s": compile_s,
@@ -196,7 +201,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
 
   figures = run(_CONFIG.value, _STEPS.value, _WARMUP.value, _LOOP_STEPS.value, _PEAK.value,
-                _DATA.value, _PROFILE.value, _PROFILE_DIR.value)
+                _DATA.value, _PROFILE.value, _PROFILE_DIR.value, _INIT.value)
   shown_figures = {k: v for k, v in figures.items() if k != "profile"}
   width = max(len(k) for k in shown_figures)
   for k, v in shown_figures.items():

@@ -311,3 +311,22 @@ def test_sigterm_that_also_ends_the_data_workers_still_saves(tmp_path, monkeypat
   assert result.stopped_early
   steps = sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit())
   assert steps == [7]
+
+
+def test_random_state_is_shaped_sharded_and_trains_like_init_state():
+  # Benchmarks time the step on Trainer.random_state (one random draw, quick to compile).
+  trainer = loop.Trainer(toy_config(frozen=("time_embed",), ema_decay=0.9))
+  real, quick = trainer.init_state(), trainer.random_state(seed=1)
+  shape = lambda s: jax.tree.map(lambda a: (a.shape, a.dtype, a.sharding), s)
+  assert shape(quick) == shape(real)
+  assert jax.tree.leaves(quick.frozen) and jax.tree.leaves(quick.params)
+  for a in jax.tree.leaves(quick.opt_state):        # Adam starts at zero either way
+    np.testing.assert_array_equal(a, np.zeros_like(a))
+  kernels = [a for a in jax.tree.leaves((quick.params, quick.frozen)) if a.ndim >= 2]
+  assert all(0.2 < float(jnp.std(k)) * np.sqrt(np.prod(k.shape[:-1])) < 5 for k in kernels)
+  frozen = jax.tree.map(np.asarray, quick.frozen)
+  it = trainer.task.data_iterator(0, 1, trainer.local_batch)
+  state, metrics = trainer.train_step(quick, trainer.device_batch(next(it)))   # donates `quick`
+  assert np.isfinite(float(metrics["loss"])) and int(state.step) == 1
+  for a, b in zip(jax.tree.leaves(state.frozen), jax.tree.leaves(frozen)):
+    np.testing.assert_array_equal(a, b)

@@ -7,6 +7,7 @@ the config changes. Data flows one way: task (model + data) -> Trainer (state, s
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 
@@ -94,19 +95,49 @@ class Trainer:
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
         self.state_shardings)
 
-  def _init_state(self, rng) -> TrainState:
-    init_rng, step_rng = jax.random.split(rng)
-    params = nn.meta.unbox(self._init_params(init_rng))
-    train, frozen = split_frozen(params, self.config.frozen)
+  def _state(self, train, frozen, step_rng) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=train, frozen=frozen,
                       opt_state=self.tx.init(train),
                       ema=jax.tree.map(jnp.copy, train) if self.config.ema_decay else {},
                       rng=step_rng, bad_step=jnp.full((), -1, jnp.int32))
 
+  def _init_state(self, rng) -> TrainState:
+    init_rng, step_rng = jax.random.split(rng)
+    params = nn.meta.unbox(self._init_params(init_rng))
+    return self._state(*split_frozen(params, self.config.frozen), step_rng)
+
   def init_state(self) -> TrainState:
     """A fresh state, each array created directly in its shards (born sharded)."""
     init = jax.jit(self._init_state, out_shardings=self.state_shardings)
     return init(jax.random.PRNGKey(self.config.seed))
+
+  def random_state(self, seed: int = 0) -> TrainState:
+    """A state shaped and sharded like init_state(), for benchmarks: every float parameter of
+    rank >= 2 has mean 0 and variance 1/fan_in, every other one mean 1 and variance 0.1², all
+    cut from one uniform random draw.
+
+    The model's own initialisers are hundreds of separate random programs, which XLA compiles
+    one by one (60-100 s for the paper-size video model on an H200 host); the step costs the
+    same on either state.
+    """
+    def make(rng):
+      key, step_rng = jax.random.split(rng)
+      abstract = (self.abstract_state.params, self.abstract_state.frozen)
+      leaves, treedef = jax.tree.flatten(abstract)
+      # Uniform with unit variance: a normal's erf_inv polynomial, which XLA fuses into every
+      # leaf's slice, made this program as slow to compile as the initialisers.
+      total = sum(math.prod(a.shape) for a in leaves)
+      flat = jax.random.uniform(key, (total,), jnp.float32, -math.sqrt(3), math.sqrt(3))
+      out, offset = [], 0
+      for a in leaves:
+        x = flat[offset:offset + math.prod(a.shape)].reshape(a.shape)
+        offset += math.prod(a.shape)
+        x = x / math.sqrt(math.prod(a.shape[:-1])) if a.ndim >= 2 else 1.0 + 0.1 * x
+        out.append(x.astype(a.dtype))
+      train, frozen = jax.tree.unflatten(treedef, out)
+      return self._state(train, frozen, step_rng)
+
+    return jax.jit(make, out_shardings=self.state_shardings)(jax.random.PRNGKey(seed))
 
   # --- the step ---
 
