@@ -7,8 +7,12 @@ r"""Measures a config's training step: compile time, step time, model FLOPs and 
 Model FLOPs are analytic (vlogger_jax/flops.py: matrix products and convolutions of the step's
 forward and backward, frozen parts only as far as gradients must flow). Utilisation divides them
 by the peak this device measures on a large bf16 matrix product (f32 on CPU), unless
---peak_tflops is given. --loop_steps also runs the real training loop (data, metrics, progress)
-and reports its per-step cost beyond the bare jitted step: the engine's overhead.
+--peak_tflops is given. Attention is counted on XLA's path (cuDNN's fused kernel hides its
+products from the jaxpr). The timed steps run on `Trainer.random_state` (--init=random, quick to
+compile) and on the task's `example_batch` where it has one: the video task renders its controls
+in the step, and their cost depends on the motion parameters. --loop_steps also runs the real
+training loop (data, metrics, progress) and reports its per-step cost beyond the bare jitted step:
+the engine's overhead.
 """
 
 import os
