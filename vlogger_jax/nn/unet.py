@@ -265,7 +265,6 @@ class Attention(nn.Module):
     h = _norm(self.cfg.num_groups, name="norm", **kw)(x).reshape(n, hh * ww, c)
     qkv = sharded_dense(3 * c, ("embed", "heads"), name="qkv", **kw)(h)
     q, k, v = jnp.split(qkv.reshape(n, hh * ww, 3 * heads, c // heads), 3, axis=2)
-    # jax.nn picks cuDNN flash attention on GPU when allowed (None) and XLA elsewhere.
     impl = attention_implementation(self.cfg.attention_impl, q.dtype, c // heads)
     o = jax.nn.dot_product_attention(q, k, v, implementation=impl)
     o = sharded_dense(c, ("heads", "embed"), name="out", **kw)(o.reshape(n, hh * ww, c))

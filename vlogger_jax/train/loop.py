@@ -117,8 +117,8 @@ class Trainer:
     cut from one uniform random draw.
 
     The model's own initialisers are hundreds of separate random programs, which XLA compiles
-    one by one (60-100 s for the paper-size video model on an H200 host); the step costs the
-    same on either state.
+    one by one (for the paper-size video model, 62 s of initialisation on a one-H200 host and
+    99-172 s on a two-H200 host); the step costs the same on either state.
     """
     def make(rng):
       key, step_rng = jax.random.split(rng)

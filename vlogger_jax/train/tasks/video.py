@@ -209,8 +209,9 @@ class VideoTask:
     """A host batch of `batch` examples for benchmarks: random pixels, but the motion parameters
     of synthetic clips (vlogger_jax/data/synthetic.py), so that the controls rendered in the step
     cost what they cost in training. (Uniform random parameters put heads across and behind the
-    camera, and the rasterizer's per-batch window then covers whole frames: 30 % of the paper-size
-    step on the H200, against about 1 % on real parameters; BENCHMARKS.md.)"""
+    camera; the rasterizer's per-call window then covers whole frames, which took 32 % of the
+    measured paper-size step on an H200, where synthetic parameters keep it at 4-8 pixels;
+    BENCHMARKS.md.)"""
     from vlogger_jax.data import synthetic  # pylint: disable=g-import-not-at-top
     n = self.num_frames
     rng = np.random.default_rng(seed)
