@@ -116,11 +116,14 @@ def run(config, steps, warmup, loop_steps, peak_tflops, data="fake", profile_ste
   progress("train step compiled")
 
   # Counted on XLA's attention (the same products): cuDNN's fused kernel is one opaque call in
-  # the jaxpr, and tracing it needs a GPU.
+  # the jaxpr, and tracing it needs a GPU. The counting task only traces shapes, so it loads no
+  # pretrained weights.
   counting_task = trainer.task
   if "attention_impl" in config.get("model", {}) and config.model.attention_impl != "xla":
-    counting_task = get_task(config.task)(
-        config_lib.overridden(config, **{"model.attention_impl": "xla"}))
+    counting = {"model.attention_impl": "xla"}
+    if "pretrained" in config:
+      counting["pretrained"] = "none"
+    counting_task = get_task(config.task)(config_lib.overridden(config, **counting))
 
   def train_grads(params, frozen, batch):
     return jax.value_and_grad(lambda p: counting_task.loss(merge(p, frozen), batch,

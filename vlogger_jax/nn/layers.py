@@ -29,11 +29,10 @@ PRNG_IMPLS = ("threefry", "rbg")
 def dropout_key(key: jax.Array, impl: str = "rbg") -> jax.Array:
   """A key for `rngs={'dropout': ...}` derived from `key`, of PRNG implementation `impl`.
 
-  'rbg' keys draw their bits with XLA's RngBitGenerator (Philox on GPUs, the hardware generator
-  on TPUs), a few instructions per 32 bits; the default threefry hash costs some twenty rounds of
-  integer work per 32 bits, which a video UNet with dropout after every residual block pays on
-  hundreds of millions of activations per step. 'threefry' returns `key` unchanged. Either way
-  the result is a pure function of `key`.
+  'rbg' keys draw their bits with one XLA RngBitGenerator op (Philox on GPUs); the default
+  threefry keys spell out the 20-round threefry hash in elementwise integer ops, which a video
+  UNet with dropout after every residual block runs on hundreds of millions of activations per
+  step. 'threefry' returns `key` unchanged. Either way the result is a pure function of `key`.
   """
   if impl == "threefry":
     return key

@@ -210,27 +210,21 @@ class VideoTask:
     of synthetic clips (vlogger_jax/data/synthetic.py), so that the controls rendered in the step
     cost what they cost in training. (Uniform random parameters put heads across and behind the
     camera; the rasterizer's per-call window then covers whole frames, which took 32 % of the
-    measured paper-size step on an H200, where synthetic parameters keep it at 4-8 pixels;
-    BENCHMARKS.md.)"""
+    measured paper-size step on an H200. Synthetic parameters kept it at 4-8 pixels in the
+    batches checked; BENCHMARKS.md.)"""
     from vlogger_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-    n = self.num_frames
+    n, size = self.num_frames, self.size
     rng = np.random.default_rng(seed)
-    out = {k: [] for k in batch_shapes(1, n, self.size)}
-    for i in range(batch):
-      plan = synthetic.plan_clip(seed * 100_003 + i, n + 1, self.size, self.head_model)
-      params = {"shape": plan.shape, "fov": np.float32(plan.fov), "expression": plan.expression,
-                "head_pose": plan.head_pose, "body_keypoints": plan.body_keypoints,
-                "body_visibility": plan.body_visibility}
-      for k, v in params.items():   # frames 0..n-1 are the window, frame n the reference
-        if k in ("shape", "fov"):
-          out[k].append(v)
-        else:
-          out[k].append(v[:n])
-          out[f"ref_{k}"].append(v[n])
-      out["frames"].append(rng.integers(0, 256, (n, self.size, self.size, 3), np.uint8))
-      out["ref_frame"].append(rng.integers(0, 256, (self.size, self.size, 3), np.uint8))
-    shapes = batch_shapes(batch, n, self.size)
-    return {k: np.stack(v).astype(shapes[k][1]).reshape(shapes[k][0]) for k, v in out.items()}
+    rows = []
+    for i in range(batch):   # frames 0..n-1 of each plan are the window, frame n the reference
+      plan = synthetic.plan_clip(seed * 100_003 + i, n + 1, size, self.head_model)
+      rows.append({"shape": plan.shape, "fov": plan.fov,
+                   **{k: getattr(plan, k)[:n] for k in video_sampler.FRAME_KEYS},
+                   **{f"ref_{k}": getattr(plan, k)[n] for k in video_sampler.FRAME_KEYS},
+                   "frames": rng.integers(0, 256, (n, size, size, 3), np.uint8),
+                   "ref_frame": rng.integers(0, 256, (size, size, 3), np.uint8)})
+    return {k: np.stack([r[k] for r in rows]).astype(dtype)
+            for k, (_, dtype) in batch_shapes(batch, n, size).items()}
 
   def batch_spec(self, batch: int) -> dict:
     return {k: (jax.ShapeDtypeStruct(shape, dtype), ("batch",) + (None,) * (len(shape) - 1))
