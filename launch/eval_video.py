@@ -13,7 +13,8 @@ on its own). It reports, averaged over clips (vlogger_jax/video_eval.py, docs/vi
 PSNR, SSIM and L1 against the true frames beside the baseline of repeating the reference frame,
 the pixel jitter beside the true frames' own, and the seam jump at the window boundaries. It
 prints a table and writes to out_dir: metrics.json (with the command line), clip<i>.mp4 for the
-first --videos clips (truth | 50 %-overlap generation | controls, 24 fps) and contact_sheet.png
+first --videos clips (truth | 50 %-overlap generation | controls, 24 fps; where no ffmpeg is found,
+their frames as clip<i>.frames.npz, which `python -m vlogger_jax.video_io` encodes elsewhere) and contact_sheet.png
 (rows: controls, truth, each mode; columns: the reference and 8 frames of the first clip).
 """
 
@@ -92,11 +93,9 @@ def _label(image, xy, text):
   ImageDraw.Draw(image).text(xy, text, fill=(0, 0, 0))
 
 
-def write_sample_video(path: str, panels: list[tuple[str, object]]) -> str:
-  """Writes labelled panels [(label, uint8 frames [T, S, S, 3])] side by side as a 24 fps mp4."""
+def sample_video_frames(panels: list[tuple[str, object]]) -> np.ndarray:
+  """Labelled panels [(label, uint8 frames [T, S, S, 3])] side by side: uint8 [T, H, W, 3]."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-
-  from vlogger_jax import video_io  # pylint: disable=g-import-not-at-top
   tiles = [_upscale(frames, MIN_VIDEO_PX) for _, frames in panels]
   t, s = tiles[0].shape[0], tiles[0].shape[1]
   width = len(tiles) * s + (len(tiles) - 1) * GAP_PX
@@ -107,7 +106,23 @@ def write_sample_video(path: str, panels: list[tuple[str, object]]) -> str:
   video[:, :LABEL_PX] = np.asarray(header)
   for i, tile in enumerate(tiles):
     video[:, LABEL_PX:, i * (s + GAP_PX):i * (s + GAP_PX) + s] = tile
-  return video_io.write_video(path, video, fps=FPS)
+  return video
+
+
+def write_sample_video(path: str, panels: list[tuple[str, object]]) -> str:
+  """Writes labelled panels [(label, uint8 frames [T, S, S, 3])] side by side as a 24 fps mp4.
+
+  Where no encoder is found the frames go to `<path without .mp4>.frames.npz` instead (key
+  'frames', and 'fps'), and the VideoError is raised after; `python -m vlogger_jax.video_io
+  clip0.frames.npz clip0.mp4` encodes them on a machine with ffmpeg.
+  """
+  from vlogger_jax import video_io  # pylint: disable=g-import-not-at-top
+  video = sample_video_frames(panels)
+  try:
+    return video_io.write_video(path, video, fps=FPS)
+  except video_io.VideoError:
+    video_io.save_frames(os.path.splitext(path)[0] + ".frames.npz", video, fps=FPS)
+    raise
 
 
 def write_contact_sheet(path: str, rows: list[tuple[str, object, object]], frames: list[int]
@@ -277,16 +292,19 @@ def evaluate(config, workdir: str, num_clips: int, num_frames: int, sampler: dic
                                  *(cat(k) for k in video_sampler.FRAME_KEYS), size=d.resolution)
       shown = (controls_rgb(controls) * 255).round().astype(np.uint8)
       truth8 = np.asarray(batch["frames"][i])
-      if i < videos and not video_failures:
+      if i < videos:
         try:
           write_sample_video(os.path.join(out_dir, f"clip{i}.mp4"),
                              [("truth", truth8), ("generated, 50% overlap",
                                                   _uint8(outputs[MODES[0][0]])),
                               ("controls", shown[:num_frames])])
         except video_io.VideoError as err:
-          # The figures are what took the time: a missing encoder must not lose them.
+          # The figures are what took the time: a missing encoder must not lose them, nor the
+          # samples (kept as clip<i>.frames.npz to encode elsewhere).
+          if not video_failures:
+            print(f"warning: no sample videos, frames kept as .frames.npz: {err}",
+                  file=sys.stderr, flush=True)
           video_failures.append(str(err))
-          print(f"warning: no sample videos: {err}", file=sys.stderr, flush=True)
       if i == 0:
         columns = np.unique(np.linspace(0, num_frames - 1, SHEET_COLUMNS).round().astype(int))
         rows = [("controls", shown[num_frames], shown[:num_frames]),

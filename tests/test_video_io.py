@@ -94,3 +94,43 @@ def test_files_are_world_readable_and_ffmpeg_falls_back_to_path(tmp_path, monkey
   monkeypatch.undo()
   frames, _ = video_io.read_video(tmp_path / "b.mp4")
   assert frames.shape == _frames().shape
+
+
+def test_frames_kept_without_encoder_are_encoded_by_the_cli(tmp_path, monkeypatch):
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  monkeypatch.syspath_prepend(os.path.join(repo, "launch"))
+  import eval_video  # pylint: disable=g-import-not-at-top
+  panels = [("truth", _frames(t=6, h=32, w=32)), ("generated", _frames(t=6, h=32, w=32)[:, ::-1])]
+  want = eval_video.sample_video_frames(panels)
+
+  def no_encoder():
+    raise video_io.VideoError("no ffmpeg found")
+
+  # No encoder anywhere (as on the H200 image): the composed frames are kept, then the error.
+  monkeypatch.setattr(video_io, "_ffmpeg", no_encoder)
+  with pytest.raises(video_io.VideoError, match="no ffmpeg found"):
+    eval_video.write_sample_video(str(tmp_path / "clip0.mp4"), panels)
+  monkeypatch.undo()
+  kept = tmp_path / "clip0.frames.npz"
+  assert not (tmp_path / "clip0.mp4").exists() and sorted(os.listdir(tmp_path)) == [kept.name]
+  frames, fps = video_io.load_frames(kept)
+  np.testing.assert_array_equal(frames, want)
+  assert fps == eval_video.FPS
+  # Elsewhere, `python -m vlogger_jax.video_io` encodes them (a folder as the target names it).
+  out = tmp_path / "videos"
+  out.mkdir()
+  proc = subprocess.run([sys.executable, "-m", "vlogger_jax.video_io", str(kept), str(out)],
+                        capture_output=True, text=True, check=False, cwd=repo)
+  assert proc.returncode == 0, proc.stderr
+  video, fps = video_io.read_video(out / "clip0.mp4")
+  assert video.shape == want.shape and fps == 24.0
+  assert np.abs(video.astype(int) - want.astype(int)).mean() < 6
+  # Bad input: one sentence, exit 1.
+  (tmp_path / "junk.npz").write_bytes(b"not an npz")
+  proc = subprocess.run([sys.executable, "-m", "vlogger_jax.video_io", str(tmp_path / "junk.npz"),
+                         str(tmp_path / "junk.mp4")], capture_output=True, text=True, check=False,
+                        cwd=repo)
+  assert proc.returncode == 1 and proc.stderr.startswith("error: load_frames:"), proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1

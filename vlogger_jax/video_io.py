@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import wave
 
@@ -136,3 +137,64 @@ def read_video(path) -> tuple[np.ndarray, float]:
   if not frames:
     raise VideoError(f"read_video: {path!r} holds no video frames; expected at least one.")
   return np.stack(frames), float(meta["fps"])
+
+
+def save_frames(path, frames, fps: float = 24) -> str:
+  """Keeps frames [T, H, W, 3] uint8 as a compressed .npz ('frames', 'fps') to encode later, on a
+  machine with ffmpeg (`python -m vlogger_jax.video_io FRAMES.npz OUT.mp4`); written to a
+  temporary name in the same folder and renamed."""
+  path = os.fspath(path)
+  frames = _check_frames(frames)
+  fd, tmp = tempfile.mkstemp(prefix=".tmp_frames_", suffix=".npz",
+                             dir=os.path.dirname(os.path.abspath(path)))
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.savez_compressed(f, frames=frames, fps=np.float32(fps))
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return path
+
+
+def load_frames(path) -> tuple[np.ndarray, float]:
+  """The frames and frame rate that save_frames kept."""
+  path = os.fspath(path)
+  try:
+    with np.load(path) as z:
+      frames, fps = z["frames"], float(z["fps"])
+  except (OSError, ValueError, KeyError) as e:
+    raise VideoError(f"load_frames: {path!r} could not be read ({str(e).splitlines()[0]}); "
+                     "expected an .npz written by video_io.save_frames.") from None
+  return _check_frames(frames), fps
+
+
+def main(argv: list[str]) -> int:
+  """python -m vlogger_jax.video_io FRAMES.npz [FRAMES.npz ...] OUT_DIR_OR.mp4"""
+  if len(argv) < 2:
+    print("usage: python -m vlogger_jax.video_io FRAMES.npz OUT.mp4 | FRAMES.npz... OUT_DIR",
+          file=sys.stderr)
+    return 2
+  *inputs, out = argv
+  try:
+    if len(inputs) > 1 and not os.path.isdir(out):
+      raise VideoError(f"{out!r} is not a folder; expected a folder when encoding "
+                       f"{len(inputs)} frame files.")
+    for src in inputs:
+      dst = out
+      if os.path.isdir(out):
+        name = os.path.basename(src)
+        name = name[:-len(".frames.npz")] if name.endswith(".frames.npz") else (
+            os.path.splitext(name)[0])
+        dst = os.path.join(out, name + ".mp4")
+      frames, fps = load_frames(src)
+      print(write_video(dst, frames, fps=fps))
+  except VideoError as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main(sys.argv[1:]))
