@@ -38,6 +38,9 @@ MEL_BINS = 256
 MOTION_DIM = motion_lib.MOTION_DIM
 # Reading threads per process (or per worker): decoding is PNG and memcpy, which release the GIL.
 READ_THREADS = 4
+# Records read ahead per process (or per worker). A record is a whole clip (every frame's PNG, about
+# 4 MB at 128 px); reading 2 x batch_size ahead per worker, as before, was no faster (BENCHMARKS.md).
+READ_BUFFER = 64
 
 
 class Records:
@@ -253,7 +256,7 @@ def _iterator(records: Records, transform: Callable, batch_size: int, seed: int,
   # Shuffling after sharding keeps shards disjoint; repeat after shuffle reshuffles every epoch.
   ds = ds.shuffle(seed=seed % 2**32).repeat()
   ds = ds.random_map(transform, seed=(seed * 7919 + process_index) % 2**32)
-  read = grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=2 * batch_size)
+  read = grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=READ_BUFFER)
   it = ds.to_iter_dataset(read).batch(batch_size, drop_remainder=True)
   if num_workers > 0:
     if not flags.FLAGS.is_parsed():
