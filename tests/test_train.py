@@ -75,6 +75,9 @@ def test_eight_devices_match_one_device_and_shard_parameters(tmp_path):
   assert len(loss1) == len(loss8) == 6
   np.testing.assert_allclose(loss1, loss8, rtol=1e-4)
   assert loss1[-1] < 0.7 * loss1[0]               # and it is learning
+  # Every log line carries the share of its interval spent waiting for the input.
+  shares = [m["input_share"] for m in read_metrics(tmp_path / "one")]
+  assert len(shares) == 6 and all(0.0 <= s <= 1.0 for s in shares), shares
 
   # A checkpoint written on the 8-device mesh restores onto one device, values intact.
   cfg = toy_config(num_train_steps=60)

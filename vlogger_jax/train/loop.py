@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import signal
+import time
 
 import flax.linen as nn
 import jax
@@ -270,12 +271,14 @@ def train(config, workdir: str, devices=None) -> TrainResult:
   step = int(state.step)
   total = config.num_train_steps
   progress = metrics_lib.Progress(total, step)
-  history, rates, stopped = [], [], False
+  history, rates, stopped, waited = [], [], False, 0.0
   try:
     with _StopFlag() as stop:
       while step < total:
         try:
+          t_wait = time.perf_counter()
           batch = next(data)
+          waited += time.perf_counter() - t_wait
         except Exception:  # pylint: disable=broad-except
           # A SIGTERM sent to the whole process group (`timeout`, a preempted container) also
           # ends the data worker processes, and the next batch then fails: still save the last
@@ -294,9 +297,10 @@ def train(config, workdir: str, devices=None) -> TrainResult:
           check_finite(step)
           summary = metrics_lib.mean_metrics(history)
           history = []
-          rate = progress.report(step, summary)
+          rate = progress.report(step, summary, input_wait_s=waited)
+          waited = 0.0
           rates.append(rate)
-          writer.write(step, dict(summary, steps_per_sec=rate))
+          writer.write(step, dict(summary, steps_per_sec=rate, input_share=progress.input_share))
         if config.eval_every and (step % config.eval_every == 0 or step == total):
           writer.write(step, task.evaluate(trainer.eval_params(state), jax.random.PRNGKey(step)))
         preempted = (stop.raised if jax.process_count() == 1

@@ -67,21 +67,28 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-  """One console line per log interval on process 0: step, loss, steps/s and ETA."""
+  """One console line per log interval on process 0: step, loss, steps/s, the input's share of the
+  interval and ETA."""
 
   def __init__(self, total_steps: int, start_step: int):
     self.total = total_steps
     self.active = jax.process_index() == 0
     self._t, self._step = time.perf_counter(), start_step
+    self.input_share = 0.0
 
-  def report(self, step: int, metrics: dict) -> float:
+  def report(self, step: int, metrics: dict, input_wait_s: float = 0.0) -> float:
+    """Prints the interval's line; returns steps/s. input_wait_s: the interval's seconds spent
+    waiting for batches (its share of the interval, `input_share`, says whether the input pipeline
+    or the device sets the pace)."""
     now = time.perf_counter()
-    rate = (step - self._step) / max(now - self._t, 1e-9)
+    elapsed = max(now - self._t, 1e-9)
+    rate = (step - self._step) / elapsed
+    self.input_share = min(input_wait_s / elapsed, 1.0)
     self._t, self._step = now, step
     if self.active:
       shown = " | ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                          if k in ("loss", "grad_norm", "lr"))
       eta = (self.total - step) / rate if rate > 0 else float("inf")
-      print(f"step {step}/{self.total} | {shown} | {rate:.1f} step/s | ETA {_duration(eta)}",
-            file=sys.stdout, flush=True)
+      print(f"step {step}/{self.total} | {shown} | {rate:.1f} step/s | input "
+            f"{100 * self.input_share:.0f} % | ETA {_duration(eta)}", file=sys.stdout, flush=True)
     return rate
