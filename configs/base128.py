@@ -26,8 +26,8 @@ image model) -> 0.08, and the final evaluation gives eval/psnr ~17.6 dB against 
 repeating the reference: a pipeline check, not a model (the bar of +3 dB over that baseline is
 for accelerator runs).
 `small` and `small_pretrain` are for short accelerator runs (the `small` networks at 128² on the
-160-clip `video` synthetic set, BENCHMARKS.md); stop them with SIGTERM (`timeout -s TERM`) and
-the checkpoint is kept.
+160-clip `video` synthetic set, v-prediction, BENCHMARKS.md); stop them with SIGTERM
+(`timeout -s TERM`) and the checkpoint is kept.
 Ablations: --config.model.temporal=both|none, --config.context.p=0 (no outpainting training),
 --config.guidance.p_drop=0.
 """
@@ -100,6 +100,9 @@ def _small(c):
   """Short accelerator runs (the issue 6 learning run): the `small` networks (23 M frozen + 10 M
   trainable parameters, 63 GFLOPs per frame) at 128² on the 160-clip `video` synthetic set."""
   c.model.update(dict(name="small", dropout=0.0))
+  # v-prediction: in minutes of training ε's frame estimate at low SNR sets colours at random
+  # (BENCHMARKS.md: the session-3 and session-4 runs, and the tiny ε/v pairs on CPU).
+  c.diffusion.prediction = "v"
   c.num_train_steps = 20_000
   c.batch_size = 32
   c.log_every = 200
