@@ -13,9 +13,10 @@ on its own). It reports, averaged over clips (vlogger_jax/video_eval.py, docs/vi
 PSNR, SSIM and L1 against the true frames beside the baseline of repeating the reference frame,
 the pixel jitter beside the true frames' own, and the seam jump at the window boundaries. It
 prints a table and writes to out_dir: metrics.json (with the command line), clip<i>.mp4 for the
-first --videos clips (truth | 50 %-overlap generation | controls, 24 fps; where no ffmpeg is found,
-their frames as clip<i>.frames.npz, which `python -m vlogger_jax.video_io` encodes elsewhere) and contact_sheet.png
-(rows: controls, truth, each mode; columns: the reference and 8 frames of the first clip).
+first --videos clips (truth | 50 %-overlap generation | controls, 24 fps; where no ffmpeg is
+found, their frames as clip<i>.frames.npz, which `python -m vlogger_jax.video_io` encodes
+elsewhere) and contact_sheet.png (rows: controls, truth, each mode; columns: the reference and 8
+frames of the first clip).
 """
 
 import math

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import wave
+import zipfile
 
 import numpy as np
 
@@ -164,14 +165,16 @@ def load_frames(path) -> tuple[np.ndarray, float]:
   try:
     with np.load(path) as z:
       frames, fps = z["frames"], float(z["fps"])
-  except (OSError, ValueError, KeyError) as e:
-    raise VideoError(f"load_frames: {path!r} could not be read ({str(e).splitlines()[0]}); "
-                     "expected an .npz written by video_io.save_frames.") from None
+  except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+    reason = (str(e).splitlines() or [type(e).__name__])[0]
+    raise VideoError(f"load_frames: {path!r} could not be read ({reason}); expected an .npz "
+                     "written by video_io.save_frames.") from None
   return _check_frames(frames), fps
 
 
 def main(argv: list[str]) -> int:
-  """python -m vlogger_jax.video_io FRAMES.npz [FRAMES.npz ...] OUT_DIR_OR.mp4"""
+  """`python -m vlogger_jax.video_io FRAMES.npz OUT.mp4`, or `FRAMES.npz... OUT_DIR` (each becomes
+  OUT_DIR/<name>.mp4): encodes frames that save_frames kept. Exit 0, 1 on bad input, 2 on usage."""
   if len(argv) < 2:
     print("usage: python -m vlogger_jax.video_io FRAMES.npz OUT.mp4 | FRAMES.npz... OUT_DIR",
           file=sys.stderr)

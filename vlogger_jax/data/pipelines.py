@@ -38,8 +38,8 @@ MEL_BINS = 256
 MOTION_DIM = motion_lib.MOTION_DIM
 # Reading threads per process (or per worker): decoding is PNG and memcpy, which release the GIL.
 READ_THREADS = 4
-# Records read ahead per process (or per worker). A record is a whole clip (every frame's PNG, about
-# 4 MB at 128 px); reading 2 x batch_size ahead per worker, as before, was no faster (BENCHMARKS.md).
+# Records read ahead per process (or per worker). A record is a whole clip (every frame's PNG,
+# about 4 MB at 128 px); reading 2 x batch_size ahead, as before, was no faster (BENCHMARKS.md).
 READ_BUFFER = 64
 
 
