@@ -4,7 +4,9 @@ is missing, write_video uses an `ffmpeg` on PATH.
 
 write_video(path, frames [T, H, W, 3] uint8, fps=24, audio=None) writes to a temporary name in the
 same folder and renames, so an interrupted write never leaves a half-written file under `path`.
-Audio is mono 16 kHz (audio.SAMPLE_RATE), float in [-1, 1] or int16 PCM.
+Audio is mono 16 kHz (audio.SAMPLE_RATE), float in [-1, 1] or int16 PCM. Where no encoder exists
+(the H200 image), save_frames keeps frames as .npz and `python -m vlogger_jax.video_io` encodes
+them later on a machine that has one.
 """
 
 from __future__ import annotations

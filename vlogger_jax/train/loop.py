@@ -131,9 +131,10 @@ class Trainer:
       flat = jax.random.uniform(key, (total,), jnp.float32, -math.sqrt(3), math.sqrt(3))
       out, offset = [], 0
       for a in leaves:
-        x = flat[offset:offset + math.prod(a.shape)].reshape(a.shape)
-        offset += math.prod(a.shape)
-        x = x / math.sqrt(math.prod(a.shape[:-1])) if a.ndim >= 2 else 1.0 + 0.1 * x
+        size = math.prod(a.shape)
+        x = flat[offset:offset + size].reshape(a.shape)
+        offset += size
+        x = x / math.sqrt(size // a.shape[-1]) if a.ndim >= 2 else 1.0 + 0.1 * x
         out.append(x.astype(a.dtype))
       train, frozen = jax.tree.unflatten(treedef, out)
       return self._state(train, frozen, step_rng)
