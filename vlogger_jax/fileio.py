@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Any
+
+import numpy as np
 
 
 def write_json(path: str, obj: Any, indent: int | None = 2) -> str:
@@ -30,4 +33,22 @@ def save_png(path: str, image) -> str:
   tmp = f"{path}.tmp-{os.getpid()}.png"
   image.save(tmp, optimize=True)
   os.replace(tmp, path)
+  return path
+
+
+def save_npz(path: str, **arrays) -> str:
+  """Saves `arrays` as a compressed .npz through a temporary name beside `path`, readable by all
+  (as the other writers here leave their files); returns path."""
+  path = os.fspath(path)
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=folder)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.savez_compressed(f, **arrays)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would survive the rename
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
   return path

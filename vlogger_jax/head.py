@@ -27,7 +27,6 @@ can still run code, so only convert files you trust.
 
 import os
 import pickle
-import tempfile
 import zipfile
 from typing import Optional
 
@@ -36,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vlogger_jax import fileio
 from vlogger_jax import geometry
 
 PROCEDURAL_VERSION = 2
@@ -188,17 +188,7 @@ def asset_dict(model: HeadModel):
 def save_asset(model_or_dict, path):
   """Writes a HeadModel (or asset dict) to `path` as .npz, atomically (temporary name, then rename)."""
   arrays = model_or_dict if isinstance(model_or_dict, dict) else asset_dict(model_or_dict)
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp_head_", suffix=".npz", dir=directory)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez_compressed(f, **arrays)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  fileio.save_npz(path, **arrays)
 
 
 def load_asset(path) -> HeadModel:

@@ -22,6 +22,7 @@ import zipfile
 import numpy as np
 
 from vlogger_jax import audio as audio_lib
+from vlogger_jax import fileio
 
 
 class VideoError(ValueError):
@@ -146,19 +147,7 @@ def save_frames(path, frames, fps: float = 24) -> str:
   """Keeps frames [T, H, W, 3] uint8 as a compressed .npz ('frames', 'fps') to encode later, on a
   machine with ffmpeg (`python -m vlogger_jax.video_io FRAMES.npz OUT.mp4`); written to a
   temporary name in the same folder and renamed."""
-  path = os.fspath(path)
-  frames = _check_frames(frames)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp_frames_", suffix=".npz",
-                             dir=os.path.dirname(os.path.abspath(path)))
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez_compressed(f, frames=frames, fps=np.float32(fps))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return path
+  return fileio.save_npz(path, frames=_check_frames(frames), fps=np.float32(fps))
 
 
 def load_frames(path) -> tuple[np.ndarray, float]:
