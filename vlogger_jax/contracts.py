@@ -54,3 +54,51 @@ def video_batch_shapes(batch: int, num_frames: int, size: int) -> dict:
          "ref_frame": ((batch, size, size, 3), np.uint8)}
   out.update({k: ((batch,) + s, np.float32) for k, s in clip_shapes(num_frames).items()})
   return out
+
+
+# --- the head model's layout (the .npz asset) ---
+# The names and index maps that head.py (the runtime model), head_procedural.py (the default
+# asset) and head_flame.py (the FLAME converter) share. "Left" is always the subject's own left.
+
+# Semantic classes of the face; per-triangle labels index this tuple.
+CLASS_NAMES = ("skin", "left_brow", "right_brow", "left_eye", "right_eye", "left_iris",
+               "right_iris", "nose", "upper_lip", "lower_lip", "mouth_interior", "teeth", "ears",
+               "neck", "hair")
+NUM_CLASSES = len(CLASS_NAMES)
+CLASS = {name: i for i, name in enumerate(CLASS_NAMES)}
+
+# The procedural head's joints and their parents (-1: the root); a FLAME asset has its own.
+JOINT_NAMES = ("root", "neck", "head", "jaw", "left_eye", "right_eye", "left_upper_lid",
+               "left_lower_lid", "right_upper_lid", "right_lower_lid")
+JOINT_PARENTS = (-1, 0, 1, 2, 2, 2, 2, 2, 2, 2)
+
+# Expression theta_e [NUM_EXPRESSION]: joint-driven components first, then linear blendshapes,
+# then unnamed auxiliary blendshapes.
+JOINT_EXPRESSIONS = ("jaw_open", "jaw_sideways", "gaze_horizontal", "gaze_vertical", "blink_left",
+                     "blink_right")
+BLENDSHAPE_EXPRESSIONS = (
+    "smile_left", "smile_right", "frown_left", "frown_right", "pucker", "mouth_stretch",
+    "lips_part", "upper_lip_raise", "lower_lip_depress", "mouth_left", "mouth_right",
+    "cheek_puff", "cheek_raise_left", "cheek_raise_right", "nose_wrinkle", "brow_raise_left",
+    "brow_raise_right", "brow_furrow", "brow_inner_raise", "chin_raise")
+EXPRESSION_NAMES = JOINT_EXPRESSIONS + BLENDSHAPE_EXPRESSIONS + tuple(
+    f"aux_{i:02d}" for i in range(len(JOINT_EXPRESSIONS) + len(BLENDSHAPE_EXPRESSIONS),
+                                  NUM_EXPRESSION))
+EXPRESSION = {name: i for i, name in enumerate(EXPRESSION_NAMES)}
+
+# Shape beta [NUM_SHAPE] of the procedural head: named components first, then auxiliary ones.
+SHAPE_NAMED = ("head_scale", "head_width", "head_height", "head_depth", "face_length", "jaw_width",
+               "chin_protrusion", "nose_length", "nose_width", "nose_protrusion", "eye_spacing",
+               "eye_height", "brow_ridge", "cheek_fullness", "lip_fullness", "mouth_width",
+               "forehead_slope", "ear_size", "ear_protrusion", "neck_thickness", "cranium_back")
+SHAPE_NAMES = SHAPE_NAMED + tuple(f"aux_{i:02d}" for i in range(len(SHAPE_NAMED), NUM_SHAPE))
+
+# Every field of the .npz asset: name -> (dtype kind, rank). Names are stored as unicode arrays.
+ASSET_FIELDS = {
+    "template": ("f", 2), "faces": ("i", 2), "shape_basis": ("f", 3),
+    "expression_basis": ("f", 3), "expression_pose": ("f", 3), "joint_regressor": ("f", 2),
+    "skin_weights": ("f", 2), "parents": ("i", 1), "tri_labels": ("i", 1),
+    "landmark_tri": ("i", 1), "landmark_bary": ("f", 2), "vertex_tint": ("f", 2),
+    "joint_names": ("U", 1), "expression_names": ("U", 1), "shape_names": ("U", 1),
+    "class_names": ("U", 1), "landmark_names": ("U", 1), "source": ("U", 0),
+}
