@@ -13,11 +13,12 @@ import scipy.sparse
 from conftest import run_python
 from vlogger_jax import geometry
 from vlogger_jax import head
+from vlogger_jax import head_procedural
 
 
 @pytest.fixture(scope="module")
 def asset():
-  return head.build_procedural_asset()
+  return head_procedural.build_procedural_asset()
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def test_procedural_asset_is_a_rigged_head(asset, model):
   for name in ("smile_left", "pucker", "brow_raise_left"):
     assert np.abs(asset["expression_basis"][:, :, head.EXPRESSION[name]]).max() > 1e-3
   # Deterministic: a second build is identical.
-  again = head.build_procedural_asset()
+  again = head_procedural.build_procedural_asset()
   np.testing.assert_array_equal(again["template"], asset["template"])
   np.testing.assert_array_equal(again["shape_basis"], asset["shape_basis"])
 
@@ -135,13 +136,14 @@ def test_default_asset_is_cached(tmp_path, monkeypatch):
   monkeypatch.setattr(head, "_DEFAULT", {})
   model = head.load_default()
   files = list((tmp_path / "vlogger_jax").iterdir())
-  assert [f.name for f in files] == [f"head_procedural_v{head.PROCEDURAL_VERSION}.npz"]
+  version = head_procedural.PROCEDURAL_VERSION
+  assert [f.name for f in files] == [f"head_procedural_v{version}.npz"]
   monkeypatch.setattr(head, "_DEFAULT", {})
 
   def fail(*args, **kwargs):
     raise AssertionError("regenerated although the cache file exists")
 
-  monkeypatch.setattr(head, "build_procedural_asset", fail)
+  monkeypatch.setattr(head_procedural, "build_procedural_asset", fail)
   again = head.load_default()
   np.testing.assert_array_equal(np.asarray(again.faces), np.asarray(model.faces))
 

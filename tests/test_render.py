@@ -10,6 +10,7 @@ import pytest
 from vlogger_jax import body
 from vlogger_jax import geometry
 from vlogger_jax import head
+from vlogger_jax import head_procedural
 from vlogger_jax import render
 
 SIZE = 128
@@ -90,7 +91,7 @@ def test_chunked_splat_matches_single_pass_and_perspective_depth():
 @functools.lru_cache(maxsize=None)
 def _controls(size, frames):
   """Renders the procedural head for named expression frames (cached per size)."""
-  model = head.model_from_dict(head.build_procedural_asset())
+  model = head.model_from_dict(head_procedural.build_procedural_asset())
   expr = np.zeros((len(frames), 64), np.float32)
   for i, settings in enumerate(frames):
     for name, value in settings:
