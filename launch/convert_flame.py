@@ -16,6 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vlogger_jax import head  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vlogger_jax import head_flame  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def main(argv=None):
@@ -38,7 +39,7 @@ def main(argv=None):
     if path and not os.path.isfile(path):
       parser.error(f"--{flag} {path} does not exist; expected a readable file.")
   try:
-    asset = head.convert_flame(args.flame, args.masks, args.landmarks, args.num_flame_shape)
+    asset = head_flame.convert_flame(args.flame, args.masks, args.landmarks, args.num_flame_shape)
     head.model_from_dict(asset, name=args.out)  # validates sizes before writing
   except ValueError as e:
     parser.exit(2, f"error: {e}\n")

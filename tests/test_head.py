@@ -13,6 +13,7 @@ import scipy.sparse
 from conftest import run_python
 from vlogger_jax import geometry
 from vlogger_jax import head
+from vlogger_jax import head_flame
 from vlogger_jax import head_procedural
 
 
@@ -237,8 +238,8 @@ def test_flame_converter_refuses_other_code(tmp_path):
   with open(path, "wb") as f:
     pickle.dump({"v_template": Evil()}, f)
   with pytest.raises(ValueError, match="evil.pkl could not be read.*refusing to load"):
-    head.convert_flame(path)
+    head_flame.convert_flame(path)
   truncated = tmp_path / "cut.pkl"
   truncated.write_bytes(pickle.dumps({"v_template": np.zeros((3, 3))})[:20])
   with pytest.raises(ValueError, match="cut.pkl"):
-    head.convert_flame(truncated)
+    head_flame.convert_flame(truncated)
