@@ -32,6 +32,7 @@ _Y_MOUTH = 0.052
 _EYE_X, _EYE_Y = 0.032, -0.018
 _EYE_R = 0.012
 _LID_R_UPPER, _LID_R_LOWER = 0.0133, 0.01315
+_LID_H0 = 0.78  # horizontal angle (radians) from the eye's axis to its corners
 _PUPIL_ANGLE = 0.2
 _BLINK_UPPER, _BLINK_LOWER = 0.34, 0.24  # radians that close the lids at blink = 1.
 _SOCKET_WIDE, _SOCKET_PIT = 0.003, 0.012
@@ -212,9 +213,28 @@ def _eye_dir(h, v):
   return np.stack([np.sin(h) * np.cos(v), np.sin(v), -np.cos(h) * np.cos(v)], -1)
 
 
-def _build_geometry():
-  """Builds vertices, faces, labels, groups and bookkeeping of the procedural head."""
-  mesh = _Mesh()
+def _eye_centres(x, y, z, pts, front):
+  """{side: eye centre [3]}: the cornea sits level with the skin as it was before the socket was
+  carved (the socket term of the relief is _SOCKET_WIDE + _SOCKET_PIT deep at the eye centre).
+
+  x, y, z [R, C]: the skin grid before the hair; pts [R, C, 3]: after it; front [1, C].
+  """
+  centres = {}
+  for side, sx in (("left", 1.0), ("right", -1.0)):
+    d2 = (x - _EYE_X * sx)**2 + (y - _EYE_Y)**2 + 1.0 * (z > 0)
+    r, c = np.unravel_index(np.argmin(d2), d2.shape)
+    skin_z = pts[r, c, 2] - (_SOCKET_WIDE + _SOCKET_PIT) * front[0, c]
+    centres[side] = np.array([_EYE_X * sx, _EYE_Y, skin_z + 0.002 + _EYE_R])
+  return centres
+
+
+def _skin_surface():
+  """The skin as a grid of R rows (crown to neck cut) x _NUM_COLS azimuths.
+
+  Returns pts [R, C, 3] (base surface + facial relief + hair volume), x [R, C] (the base
+  surface's x, by which the lip slit is cut), phi [C] (azimuths), the mouth row's index, the crown
+  pole's y and the eye centres {side: [3]}.
+  """
   arc, funcs = _profile_interp()
   s_rows, mouth_row = _row_params(arc, funcs)
   y, a, fdep, bdep = [fn(s_rows) for fn in funcs]
@@ -231,17 +251,19 @@ def _build_geometry():
   radial = np.stack([x - centre[0], yy - centre[1], z - centre[2]], -1)
   radial /= np.linalg.norm(radial, axis=-1, keepdims=True)
   pts = np.stack([x, yy, z], -1) + 0.0065 * hair_w[..., None] * radial
-  # Eye centres sit so that the cornea is level with the skin as it was before the socket was
-  # carved (the socket term of the relief is 0.011 deep at the eye centre).
-  eye_centres = {}
-  for side, sx in (("left", 1.0), ("right", -1.0)):
-    d2 = (x - _EYE_X * sx)**2 + (yy - _EYE_Y)**2 + 1.0 * (z > 0)
-    r, c = np.unravel_index(np.argmin(d2), d2.shape)
-    skin_z = pts[r, c, 2] - (_SOCKET_WIDE + _SOCKET_PIT) * front[0, c]
-    eye_centres[side] = np.array([_EYE_X * sx, _EYE_Y, skin_z + 0.002 + _EYE_R])
-  num_rows = len(s_rows)
-  skin_ids = mesh.add_vertices(pts, _G_SKIN).reshape(num_rows, _NUM_COLS)
-  pole = mesh.add_vertices([[0.0, funcs[0](0.0) - 0.0065, 0.0]], _G_SKIN)[0]
+  pole_y = funcs[0](0.0) - 0.0065  # the crown, raised by the same hair volume
+  return pts, x, phi, mouth_row, pole_y, _eye_centres(x, yy, z, pts, front)
+
+
+def _add_skin(mesh, pts, x, phi, mouth_row, pole_y):
+  """Adds the skin (pts [R, C, 3]): the grid, a fan closing the crown, a lip slit on the mouth row.
+
+  Must be the mesh's first faces. Returns lower_ids [K] (the lower lip's copies of the mouth row's
+  K vertices between the mouth corners), slit_upper_ids [K] (the originals, the upper lip's) and
+  (start, end) of the grid's triangles among the faces.
+  """
+  skin_ids = mesh.add_vertices(pts, _G_SKIN).reshape(len(pts), _NUM_COLS)
+  pole = mesh.add_vertices([[0.0, pole_y, 0.0]], _G_SKIN)[0]
   # Lip slit: duplicate the mouth-row vertices between the corners for the lower lip.
   xm = x[mouth_row]
   inner = np.where((np.abs(xm) < 0.0255) & (np.cos(phi) > 0))[0]
@@ -257,76 +279,87 @@ def _build_geometry():
                   for j in range(_NUM_COLS)])
   all_faces = np.concatenate([fan, grid_faces])
   mesh.add_faces(all_faces, CLASS["skin"])
+  return lower_ids, skin_ids[mouth_row, inner], (_NUM_COLS, len(all_faces))
 
-  # Eyeballs: poles facing forward so the iris and pupil are clean caps.
+
+def _add_eyeball(mesh, side, g_eye, centre):
+  """Adds one eyeball about `centre` [3], its pole facing forward so that the pupil and the iris
+  are clean caps."""
   polar = np.concatenate([np.linspace(0, _PUPIL_ANGLE, 3), np.linspace(_PUPIL_ANGLE, IRIS_ANGLE,
                                                                         4)[1:],
                           np.linspace(IRIS_ANGLE, 1.75, 8)[1:]])
   az = np.linspace(0, 2 * np.pi, 24, endpoint=False)
-  lid_info = {}
-  for side, sign, g_eye, g_up, g_low in (("left", 1, _G_EYE_L, _G_ULID_L, _G_LLID_L),
-                                         ("right", -1, _G_EYE_R, _G_ULID_R, _G_LLID_R)):
-    c = eye_centres[side]
-    dirs = np.stack([np.sin(polar)[:, None] * np.cos(az)[None], np.sin(polar)[:, None]
-                     * np.sin(az)[None], -np.cos(polar)[:, None] * np.ones_like(az)[None]], -1)
-    ring_pts = c + _EYE_R * dirs[1:]
-    tip = mesh.add_vertices([c + _EYE_R * np.array([0, 0, -1.0])], g_eye)[0]
-    ring_ids = mesh.add_vertices(ring_pts, g_eye).reshape(len(polar) - 1, len(az))
-    fan = np.array([[tip, ring_ids[0, j], ring_ids[0, (j + 1) % len(az)]] for j in range(len(az))])
-    ring_faces = _grid_faces(ring_ids, wrap_cols=True, flip=True)
-    eye_lab = CLASS[f"{side}_eye"]
-    iris_lab = CLASS[f"{side}_iris"]
-    ring_row = np.repeat(np.arange(len(polar) - 2), 2 * len(az))
-    labels = np.where(polar[1:][ring_row] <= IRIS_ANGLE + 1e-6, iris_lab, eye_lab)
-    mesh.add_faces(fan, iris_lab)
-    mesh.add_faces(ring_faces, labels)
-    # Eyelids: spherical shells about the eye centre; their edges draw the almond opening.
-    hs = np.linspace(-1.25, 1.25, 27)
-    h0 = 0.78
-    shape = np.clip(1 - ((hs * sign - 0.05) / h0)**2, 0, 1)**0.75  # outer corner slightly higher
-    v_up_edge = -0.31 * shape - 0.03 * (hs * sign) / h0
-    v_low_edge = 0.25 * shape - 0.03 * (hs * sign) / h0
-    t = np.linspace(0, 1, 9)[:, None]
-    v_up = -1.45 + (v_up_edge[None] + 1.45) * t  # rows from the top down to the edge
-    v_low = v_low_edge[None] + (1.25 - v_low_edge[None]) * t  # rows from the edge down
-    up_pts = c + _LID_R_UPPER * _eye_dir(hs[None], v_up)
-    low_pts = c + _LID_R_LOWER * _eye_dir(hs[None], v_low)
-    up_ids = mesh.add_vertices(up_pts, g_up).reshape(up_pts.shape[:2])
-    low_ids = mesh.add_vertices(low_pts, g_low).reshape(low_pts.shape[:2])
-    mesh.add_faces(_grid_faces(up_ids, flip=True), CLASS["skin"])
-    mesh.add_faces(_grid_faces(low_ids, flip=True), CLASS["skin"])
-    lid_info[side] = dict(up_edge=up_ids[-1], low_edge=low_ids[0], hs=hs, centre=c)
+  c = centre
+  dirs = np.stack([np.sin(polar)[:, None] * np.cos(az)[None], np.sin(polar)[:, None]
+                   * np.sin(az)[None], -np.cos(polar)[:, None] * np.ones_like(az)[None]], -1)
+  ring_pts = c + _EYE_R * dirs[1:]
+  tip = mesh.add_vertices([c + _EYE_R * np.array([0, 0, -1.0])], g_eye)[0]
+  ring_ids = mesh.add_vertices(ring_pts, g_eye).reshape(len(polar) - 1, len(az))
+  fan = np.array([[tip, ring_ids[0, j], ring_ids[0, (j + 1) % len(az)]] for j in range(len(az))])
+  ring_faces = _grid_faces(ring_ids, wrap_cols=True, flip=True)
+  eye_lab = CLASS[f"{side}_eye"]
+  iris_lab = CLASS[f"{side}_iris"]
+  ring_row = np.repeat(np.arange(len(polar) - 2), 2 * len(az))
+  labels = np.where(polar[1:][ring_row] <= IRIS_ANGLE + 1e-6, iris_lab, eye_lab)
+  mesh.add_faces(fan, iris_lab)
+  mesh.add_faces(ring_faces, labels)
 
-  # Ears: thin shells with a rolled rim and a bowl, drawn from both sides.
-  ear_ids_all = []
-  for sign in (1.0, -1.0):
-    rho = np.linspace(0, 1, 7)
-    gam = np.linspace(0, 2 * np.pi, 20, endpoint=False)
-    rr, gg = np.meshgrid(rho, gam, indexing="ij")
-    half_w, half_h = 0.017, 0.031
-    u = half_w * rr * np.cos(gg)  # along the ear's back-front axis
-    w = half_h * rr * np.sin(gg) * (1 + 0.15 * np.cos(gg))  # along the ear's height
-    bowl = -0.006 * (1 - rr**2) + 0.0035 * np.exp(-0.5 * ((rr - 0.9) / 0.08)**2)
-    ang = np.deg2rad(22.0)
-    # Local frame: u runs front (-z) to back (+z), w down (+y), depth outwards (+x), then the
-    # ear swings its back edge away from the head by `ang`.
-    lx = bowl + np.sin(ang) * (u + half_w)
-    lz = np.cos(ang) * u
-    ear_c = np.array([0.073 * sign, -0.006, 0.016])
-    pts = np.stack([ear_c[0] + sign * lx, ear_c[1] + w, ear_c[2] + lz], -1)
-    outer = mesh.add_vertices(pts[1:].reshape(-1, 3), _G_EAR).reshape(len(rho) - 1, len(gam))
-    centre_id = mesh.add_vertices(pts[0, :1], _G_EAR)[0]
-    faces = _grid_faces(outer, wrap_cols=True)
-    fan = np.array([[centre_id, outer[0, (j + 1) % len(gam)], outer[0, j]]
-                    for j in range(len(gam))])
-    faces = np.concatenate([fan, faces])
-    if sign < 0:
-      faces = faces[:, ::-1]
-    mesh.add_faces(faces, CLASS["ears"])
-    mesh.add_faces(faces[:, ::-1], CLASS["ears"])  # the back of the ear
-    ear_ids_all.append(outer)
 
-  # Mouth interior: a dark curved wall behind the lips; teeth arcs in front of it.
+def _add_lids(mesh, sign, g_up, g_low, centre):
+  """Adds one eye's lids: spherical shells about `centre` [3] whose edges draw the almond opening.
+
+  sign: +1 for the left eye, -1 for the right. Returns {up_edge [27], low_edge [27]: vertex ids of
+  the upper lid's lower edge and the lower lid's upper edge, hs [27]: their horizontal angles}.
+  """
+  c = centre
+  hs = np.linspace(-1.25, 1.25, 27)
+  h0 = _LID_H0
+  shape = np.clip(1 - ((hs * sign - 0.05) / h0)**2, 0, 1)**0.75  # outer corner slightly higher
+  v_up_edge = -0.31 * shape - 0.03 * (hs * sign) / h0
+  v_low_edge = 0.25 * shape - 0.03 * (hs * sign) / h0
+  t = np.linspace(0, 1, 9)[:, None]
+  v_up = -1.45 + (v_up_edge[None] + 1.45) * t  # rows from the top down to the edge
+  v_low = v_low_edge[None] + (1.25 - v_low_edge[None]) * t  # rows from the edge down
+  up_pts = c + _LID_R_UPPER * _eye_dir(hs[None], v_up)
+  low_pts = c + _LID_R_LOWER * _eye_dir(hs[None], v_low)
+  up_ids = mesh.add_vertices(up_pts, g_up).reshape(up_pts.shape[:2])
+  low_ids = mesh.add_vertices(low_pts, g_low).reshape(low_pts.shape[:2])
+  mesh.add_faces(_grid_faces(up_ids, flip=True), CLASS["skin"])
+  mesh.add_faces(_grid_faces(low_ids, flip=True), CLASS["skin"])
+  return dict(up_edge=up_ids[-1], low_edge=low_ids[0], hs=hs)
+
+
+def _add_ear(mesh, sign):
+  """Adds one ear (sign +1: left, -1: right): a thin shell with a rolled rim and a bowl, drawn from
+  both sides."""
+  rho = np.linspace(0, 1, 7)
+  gam = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+  rr, gg = np.meshgrid(rho, gam, indexing="ij")
+  half_w, half_h = 0.017, 0.031
+  u = half_w * rr * np.cos(gg)  # along the ear's back-front axis
+  w = half_h * rr * np.sin(gg) * (1 + 0.15 * np.cos(gg))  # along the ear's height
+  bowl = -0.006 * (1 - rr**2) + 0.0035 * np.exp(-0.5 * ((rr - 0.9) / 0.08)**2)
+  ang = np.deg2rad(22.0)
+  # Local frame: u runs front (-z) to back (+z), w down (+y), depth outwards (+x), then the
+  # ear swings its back edge away from the head by `ang`.
+  lx = bowl + np.sin(ang) * (u + half_w)
+  lz = np.cos(ang) * u
+  ear_c = np.array([0.073 * sign, -0.006, 0.016])
+  pts = np.stack([ear_c[0] + sign * lx, ear_c[1] + w, ear_c[2] + lz], -1)
+  outer = mesh.add_vertices(pts[1:].reshape(-1, 3), _G_EAR).reshape(len(rho) - 1, len(gam))
+  centre_id = mesh.add_vertices(pts[0, :1], _G_EAR)[0]
+  faces = _grid_faces(outer, wrap_cols=True)
+  fan = np.array([[centre_id, outer[0, (j + 1) % len(gam)], outer[0, j]]
+                  for j in range(len(gam))])
+  faces = np.concatenate([fan, faces])
+  if sign < 0:
+    faces = faces[:, ::-1]
+  mesh.add_faces(faces, CLASS["ears"])
+  mesh.add_faces(faces[:, ::-1], CLASS["ears"])  # the back of the ear
+
+
+def _add_mouth(mesh):
+  """Adds the mouth interior, a dark curved wall behind the lips, and the teeth arcs before it."""
   gx = np.linspace(-0.032, 0.032, 13)
   gy = np.linspace(_Y_MOUTH - 0.020, _Y_MOUTH + 0.028, 13)
   mx, my = np.meshgrid(gx, gy)
@@ -344,10 +377,29 @@ def _build_geometry():
     t_ids = mesh.add_vertices(np.stack([txx, tyy, tz], -1), group).reshape(txx.shape)
     mesh.add_faces(_grid_faces(t_ids), CLASS["teeth"])
 
+
+def _build_geometry():
+  """The procedural head's mesh in the model frame (metres, float64), before rigging.
+
+  Returns v [V, 3], f [T, 3], lab [T] (CLASS ids; _label_faces later paints the skin), group [V]
+  (_G_* ids) and info: eye_centres {side: [3]}, lid_info {side: _add_lids's dict}, lower_ids and
+  slit_upper_ids [K] (the lip slit's lower and upper vertices), grid_faces (start, end) of the skin
+  grid's triangles in f.
+  """
+  mesh = _Mesh()
+  pts, x, phi, mouth_row, pole_y, eye_centres = _skin_surface()
+  lower_ids, slit_upper_ids, grid_faces = _add_skin(mesh, pts, x, phi, mouth_row, pole_y)
+  lid_info = {}
+  for side, sign, g_eye, g_up, g_low in (("left", 1, _G_EYE_L, _G_ULID_L, _G_LLID_L),
+                                         ("right", -1, _G_EYE_R, _G_ULID_R, _G_LLID_R)):
+    _add_eyeball(mesh, side, g_eye, eye_centres[side])
+    lid_info[side] = _add_lids(mesh, sign, g_up, g_low, eye_centres[side])
+  for sign in (1.0, -1.0):
+    _add_ear(mesh, sign)
+  _add_mouth(mesh)
   v, f, lab, group = mesh.arrays()
-  info = dict(rows=num_rows, mouth_row=mouth_row, skin_ids=skin_ids, lower_ids=lower_ids,
-              slit_upper_ids=skin_ids[mouth_row, inner], phi=phi, eye_centres=eye_centres,
-              lid_info=lid_info, grid_faces=(_NUM_COLS, len(all_faces)))
+  info = dict(eye_centres=eye_centres, lid_info=lid_info, lower_ids=lower_ids,
+              slit_upper_ids=slit_upper_ids, grid_faces=grid_faces)
   return v, f, lab, group, info
 
 
@@ -480,16 +532,8 @@ def _rigid_field(field, v, group, info):
   return d
 
 
-def _shape_basis(v, group, info, rng):
-  x, y, z = v[:, 0], v[:, 1], v[:, 2]
-  frontal = _smoothstep(-0.03, -0.07, z)
-
-  def comp(fn):
-    return lambda p: np.asarray(fn(p[:, 0], p[:, 1], p[:, 2]), np.float64)
-
-  def vec(dx=0.0, dy=0.0, dz=0.0):
-    return lambda px, py, pz: np.stack(np.broadcast_arrays(dx, dy, dz), -1) * np.ones(
-        (len(px), 1))
+def _named_shape_fields():
+  """{SHAPE_NAMED name: displacement field (px, py, pz [N]) -> [N, 3] metres per unit of beta}."""
 
   def region(fn_w, dx=0.0, dy=0.0, dz=0.0):
     return lambda px, py, pz: fn_w(px, py, pz)[:, None] * np.array([dx, dy, dz])[None]
@@ -543,6 +587,35 @@ def _shape_basis(v, group, info, rng):
       "cranium_back": region(lambda px, py, pz: _smoothstep(0.0, 0.08, pz)
                              * _smoothstep(0.05, -0.05, py), dz=0.006),
   }
+  return fields
+
+
+def _random_shape_field(rng):
+  """A smooth random displacement field (px, py, pz [N]) -> [N, 3]: three Gaussian bumps,
+  mirrored in x three times out of four; draws from `rng`."""
+  centres = rng.uniform([-0.07, -0.12, -0.09], [0.07, 0.12, 0.09], size=(3, 3))
+  dirs = rng.normal(size=(3, 3))
+  sig = rng.uniform(0.02, 0.05, size=3)
+  sym = rng.uniform() < 0.75
+
+  def field(px, py, pz):
+    p = np.stack([px, py, pz], -1)
+    out = np.zeros_like(p)
+    for c, dvec, s in zip(centres, dirs, sig):
+      for mirror in ((1.0, -1.0) if sym else (1.0,)):
+        cm = c * np.array([mirror, 1, 1])
+        dm = dvec * np.array([mirror, 1, 1])
+        wgt = np.exp(-0.5 * np.sum((p - cm)**2, -1) / s**2)
+        out += wgt[:, None] * dm[None]
+    return out
+
+  return field
+
+
+def _shape_basis(v, group, info, rng):
+  """Shape basis [V, 3, NUM_SHAPE] (metres per unit of beta): the named components, then random
+  ones; eyes and lids move rigidly with their socket."""
+  fields = _named_shape_fields()
   basis = np.zeros((len(v), 3, NUM_SHAPE))
   for k, name in enumerate(SHAPE_NAMED):
     basis[:, :, k] = _rigid_field(fields[name], v, group, info)
@@ -550,25 +623,8 @@ def _shape_basis(v, group, info, rng):
   # amplitudes decaying with the index like a PCA spectrum.
   for k in range(len(SHAPE_NAMED), NUM_SHAPE):
     amp = 0.0025 * 0.96**(k - len(SHAPE_NAMED))
-    centres = rng.uniform([-0.07, -0.12, -0.09], [0.07, 0.12, 0.09], size=(3, 3))
-    dirs = rng.normal(size=(3, 3))
-    sig = rng.uniform(0.02, 0.05, size=3)
-    sym = rng.uniform() < 0.75
-
-    def field(px, py, pz, centres=centres, dirs=dirs, sig=sig, sym=sym):
-      p = np.stack([px, py, pz], -1)
-      out = np.zeros_like(p)
-      for c, dvec, s in zip(centres, dirs, sig):
-        for mirror in ((1.0, -1.0) if sym else (1.0,)):
-          cm = c * np.array([mirror, 1, 1])
-          dm = dvec * np.array([mirror, 1, 1])
-          wgt = np.exp(-0.5 * np.sum((p - cm)**2, -1) / s**2)
-          out += wgt[:, None] * dm[None]
-      return out
-
-    d = _rigid_field(field, v, group, info)
+    d = _rigid_field(_random_shape_field(rng), v, group, info)
     basis[:, :, k] = amp * d / max(np.abs(d).max(), 1e-9)
-  del x, y, z, frontal
   return basis
 
 
@@ -664,8 +720,29 @@ def _vertex_tint(v, f, lab, group, info):
   return tint
 
 
+def _embed_on_vertices(v, f, targets, pools):
+  """Each target [3] -> the nearest vertex of its pool (vertex ids), embedded as (triangle id,
+  one-hot barycentric [3]) of the first face using that vertex; returns tri [L], bary [L, 3]."""
+  tri_ids, barys = [], []
+  vert_to_face = {}
+  for fi, face in enumerate(f):
+    for k, vi in enumerate(face):
+      vert_to_face.setdefault(int(vi), (fi, k))
+  for tgt, pool in zip(targets, pools):
+    vi = int(pool[np.argmin(np.linalg.norm(v[pool] - tgt, axis=1))])
+    fi, k = vert_to_face[vi]
+    b = np.zeros(3)
+    b[k] = 1.0
+    tri_ids.append(fi)
+    barys.append(b)
+  return np.array(tri_ids, np.int32), np.array(barys, np.float32)
+
+
 def _landmarks(v, f, lab, group, info):
-  """68 iBUG-layout landmarks plus two iris centres as (triangle, one-hot barycentric) on vertices."""
+  """68 iBUG-layout landmarks plus two iris centres, on vertices of the template v [V, 3].
+
+  Returns landmark_tri [70], landmark_bary [70, 3] (one-hot) and the 70 names.
+  """
   names, targets, pools = [], [], []
   skin = np.where(np.isin(group, [_G_SKIN]))[0]
   frontal_skin = skin[v[skin, 2] < -0.02]
@@ -700,12 +777,9 @@ def _landmarks(v, f, lab, group, info):
     li = info["lid_info"][side]
     hs = li["hs"]
     up_edge, low_edge = li["up_edge"], li["low_edge"]
-    h0 = 0.78
-    # iBUG order per eye: corner, two upper, corner, two lower (lower runs back).
-    sign = -1.0 if side == "right" else 1.0
-    corner_a, up1, up2, corner_b = [o * h0 * sign * -1 if side == "right" else o * h0
-                                    for o in order]
-    del sign
+    # iBUG order per eye: corner, two upper, corner, two lower (lower runs back); each eye's
+    # sequence runs from the subject's right to the left, hence the two orders.
+    corner_a, up1, up2, corner_b = [o * _LID_H0 for o in order]
     seq = [("corner", corner_a, up_edge), ("upper", up1, up_edge), ("upper", up2, up_edge),
            ("corner", corner_b, up_edge), ("lower", up2, low_edge), ("lower", up1, low_edge)]
     for k, (kind, h, edge) in enumerate(seq):
@@ -727,9 +801,7 @@ def _landmarks(v, f, lab, group, info):
   slit_up, slit_low = info["slit_upper_ids"], info["lower_ids"]
   inner_x = [-0.024, -0.009, 0.0, 0.009, 0.024, 0.009, 0.0, -0.009]
   for i, xx in enumerate(inner_x):
-    pool = slit_up if i <= 4 else slit_low
-    if i in (0, 4):
-      pool = slit_up
+    pool = slit_up if i <= 4 else slit_low  # 60-64 (both corners too) on the upper lip
     names.append(f"inner_lip_{i}")
     targets.append(v[pool[np.argmin(np.abs(v[pool, 0] - xx))]])
     pools.append(pool)
@@ -738,19 +810,7 @@ def _landmarks(v, f, lab, group, info):
     names.append(f"{side}_iris_centre")
     targets.append(c + np.array([0, 0, -_EYE_R]))
     pools.append(np.where(group == g)[0])
-  tri_ids, barys = [], []
-  vert_to_face = {}
-  for fi, face in enumerate(f):
-    for k, vi in enumerate(face):
-      vert_to_face.setdefault(int(vi), (fi, k))
-  for tgt, pool in zip(targets, pools):
-    vi = int(pool[np.argmin(np.linalg.norm(v[pool] - tgt, axis=1))])
-    fi, k = vert_to_face[vi]
-    b = np.zeros(3)
-    b[k] = 1.0
-    tri_ids.append(fi)
-    barys.append(b)
-  return np.array(tri_ids, np.int32), np.array(barys, np.float32), tuple(names)
+  return _embed_on_vertices(v, f, targets, pools) + (tuple(names),)
 
 
 def build_procedural_asset(seed: int = 0):
