@@ -20,8 +20,9 @@ forward(model, shape, expression, head_pose) -> vertices [..., V, 3] in the came
 Assets: `save_asset` / `load_asset` (.npz; every field is listed in ASSET_FIELDS). The default
 asset is procedural (`head_procedural.build_procedural_asset`): `load_default` generates it on
 first use into $XDG_CACHE_HOME/vlogger_jax (or ~/.cache/vlogger_jax), keyed by
-head_procedural.PROCEDURAL_VERSION, written to a temporary name and renamed. A user-supplied FLAME model
-becomes an asset in the same format through `head_flame.convert_flame` (launch/convert_flame.py).
+head_procedural.PROCEDURAL_VERSION, written to a temporary name and renamed. A user-supplied FLAME
+model becomes an asset in the same format through `head_flame.convert_flame`
+(launch/convert_flame.py).
 """
 
 import os
@@ -45,7 +46,7 @@ from vlogger_jax.contracts import (  # pylint: disable=unused-import
 
 @flax.struct.dataclass
 class HeadModel:
-  """A rigged head: arrays are pytree leaves (so it passes into jit), names and hierarchy are static."""
+  """A rigged head: arrays are pytree leaves (so it passes into jit), names and hierarchy static."""
   template: jax.Array  # [V, 3] float32, neutral mean shape in the model frame.
   faces: jax.Array  # [T, 3] int32, counter-clockwise seen from outside (normals point out).
   shape_basis: jax.Array  # [V, 3, 64] float32, metres per unit of beta.
@@ -146,7 +147,7 @@ def asset_dict(model: HeadModel):
 
 
 def save_asset(model_or_dict, path):
-  """Writes a HeadModel (or asset dict) to `path` as .npz, atomically (temporary name, then rename)."""
+  """Writes a HeadModel (or asset dict) to `path` as .npz, atomically (temporary name, rename)."""
   arrays = model_or_dict if isinstance(model_or_dict, dict) else asset_dict(model_or_dict)
   fileio.save_npz(path, **arrays)
 

@@ -58,6 +58,8 @@ def _gauss(x, y, cx, cy, sx, sy):
 
 
 def _pchip(xs, ys):
+  # Imported here, not at the top: scipy.interpolate takes about 0.25 s to import, head.py imports
+  # this module at every start, and only a build (once per cache) needs it.
   from scipy.interpolate import PchipInterpolator  # pylint: disable=g-import-not-at-top
   return PchipInterpolator(xs, ys)
 
