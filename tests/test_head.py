@@ -1,5 +1,7 @@
-"""The head asset format, the procedural head, skinning of the head and the FLAME converter."""
+"""The head asset format, the procedural head, skinning of the head, the FLAME converter and the
+import graph of the three head modules."""
 
+import ast
 import os
 import pickle
 import sys
@@ -10,7 +12,7 @@ import jax.numpy as jnp
 import pytest
 import scipy.sparse
 
-from conftest import run_python
+from conftest import REPO, run_python
 from vlogger_jax import geometry
 from vlogger_jax import head
 from vlogger_jax import head_flame
@@ -243,3 +245,43 @@ def test_flame_converter_refuses_other_code(tmp_path):
   truncated.write_bytes(pickle.dumps({"v_template": np.zeros((3, 3))})[:20])
   with pytest.raises(ValueError, match="cut.pkl"):
     head_flame.convert_flame(truncated)
+
+
+def _package_imports(module):
+  """The vlogger_jax modules that vlogger_jax/<module>.py imports, at the top or in a function."""
+  with open(os.path.join(REPO, "vlogger_jax", f"{module}.py")) as f:
+    tree = ast.parse(f.read())
+  found = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      found.update(a.name for a in node.names if a.name.startswith("vlogger_jax."))
+    elif isinstance(node, ast.ImportFrom) and node.module == "vlogger_jax":
+      found.update(f"vlogger_jax.{a.name}" for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vlogger_jax."):
+      found.add(node.module)
+  return {m.split(".")[1] for m in found}
+
+
+def test_head_modules_import_no_circle():
+  heads = ("head", "head_procedural", "head_flame")
+  graph = {m: _package_imports(m) & set(heads) for m in heads}
+  # The generator is a leaf (head.py imports it for load_default); the converter sits on top.
+  assert graph["head_procedural"] == set(), graph
+  assert "head_flame" not in graph["head"], graph
+  assert "head_procedural" in graph["head"], graph
+  for start in heads:  # no path leads back to where it started
+    seen, todo = set(), list(graph[start])
+    while todo:
+      m = todo.pop()
+      assert m != start, f"import circle through {start}: {graph}"
+      if m not in seen:
+        seen.add(m)
+        todo.extend(graph[m])
+  # All three take the head layout from contracts.py rather than defining it again.
+  for m in heads:
+    assert "contracts" in _package_imports(m), m
+  # And at run time: the generator alone loads neither head.py nor the converter.
+  code = ("import sys; import vlogger_jax.head_procedural; "
+          "print(sorted(m for m in sys.modules if m.startswith('vlogger_jax.head')))")
+  out = run_python(["-c", code]).stdout.strip()
+  assert out == "['vlogger_jax.head_procedural']", out
