@@ -10,25 +10,20 @@ docs/video_model.md) plus its trainable control copy and temporal layers (220 M)
 windows at 128² with a reference frame >= 3 s away, ε-prediction, 1000-step cosine schedule,
 Adam at a constant 5e-5, batch 128, 280k steps, bf16; every 10k steps it reenacts 8 held-out
 windows (eval/psnr beside eval/psnr_repeat_ref, the repeat-the-reference baseline). `pretrain`
-trains the image model on single frames with a reference frame of the same clip (batch 256, 1e-4
-after 1k warm-up steps, 200k steps). config.pretrained names the pretrain workdir (or one of its
-checkpoints); left empty, the control stage first pre-trains its image model in
-<workdir>/pretrain from config.pretrain_stage (the `pretrain` or `tiny_pretrain` variant, with
-this config's data and model) through VideoTask.prepare_run, and rerunning the command resumes
-whichever stage was interrupted. Without a named dataset the synthetic
-talking-human dataset is built first under data.data_dir (`large` for the paper variants, `tiny`
-for the tiny ones).
+(task 'image') trains the image model on single frames with a reference frame of the same clip
+(batch 256, 1e-4 after 1k warm-up steps, 200k steps). config.pretrained names the pretrain
+workdir (or one of its checkpoints); left empty, launch/train.py first pre-trains the image model
+in <workdir>/pretrain from config.pretrain_stage (the `pretrain`, `small_pretrain` or
+`tiny_pretrain` variant, with this config's data and model; vlogger_jax/train/stages.py), and
+rerunning the command resumes whichever stage was interrupted. Without a named dataset the
+synthetic talking-human dataset is built first under data.data_dir (`large` for the paper
+variants, `tiny` for the tiny ones).
 
 `tiny` (control stage) and `tiny_pretrain` run the `tiny` networks (0.2 M + 0.1 M parameters)
-at 32² on CPU. Measured on 2 loaded cores: building the tiny dataset 25 s; pre-training 300
-steps 70 s, loss 0.87 -> 0.09; control stage 300 steps 3-6 min, loss about 0.1 (it starts as the
-image model) -> 0.08, and the final evaluation gives eval/psnr ~17.6 dB against 26.8 dB for
-repeating the reference: a pipeline check, not a model (the bar of +3 dB over that baseline is
-for accelerator runs).
-`small` and `small_pretrain` are for short accelerator runs (the `small` networks at 128² on the
-160-clip `video` synthetic set, v-prediction); stop them with SIGTERM (`timeout -s TERM`) and
-the checkpoint is kept. On one H200, 10 minutes of `small_pretrain` then 11 of `small` reenact
-held-out identities at 28.2 dB, 5.3 dB above repeating the reference (BENCHMARKS.md, issue 6).
+at 32² on CPU in minutes: a pipeline check, not a model. `small` and `small_pretrain` are for
+short accelerator runs (the `small` networks at 128² on the 160-clip `video` synthetic set,
+v-prediction); stop them with SIGTERM (`timeout -s TERM`) and the checkpoint is kept. What each
+reaches, with its command and time, is in BENCHMARKS.md (issue 6).
 Ablations: --config.model.temporal=both|none, --config.context.p=0 (no outpainting training),
 --config.guidance.p_drop=0.
 """
@@ -41,11 +36,12 @@ from vlogger_jax.train import config_lib
 
 def _base() -> ml_collections.ConfigDict:
   c = config_lib.engine_config()
-  c.task = "video"
-  c.stage = "control"                  # 'pretrain' (image model) | 'control' (video model)
+  c.task = "video"                     # 'image' (pre-training) | 'video' (the control stage)
   # '' -> pre-train first in <workdir>/pretrain; a pretrain workdir or <workdir>/checkpoints/<step>;
   # 'none' -> untrained image model (benchmarks only).
   c.pretrained = ""
+  c.pretrained_step = -1               # the image model's step (-1: its latest); the stage chain
+                                       # records the step it trains on
   c.pretrain_stage = ml_collections.ConfigDict()
   c.frozen = FROZEN_PATTERNS
   c.num_train_steps = 280_000
@@ -88,7 +84,7 @@ def _base() -> ml_collections.ConfigDict:
 
 
 def _pretrain(c):
-  c.stage = "pretrain"
+  c.task = "image"
   c.frozen = ()
   c.eval_every = 0
   c.num_train_steps = 200_000

@@ -8,6 +8,9 @@ Conventions (VDM / Imagen style, shared by the motion and the video models):
   prediction is eps, x0 or v according to `prediction` ('eps', 'x0' or 'v').
 - Samplers are pure functions over `lax.fori_loop`: one compilation whatever the number of steps,
   and every shape may be symbolic in the batch dimension (for `jax.export`).
+- A sampler's `key` is one PRNG key for the whole batch, or a batch of keys [B, 2] (one per
+  example, `batch_noise`): then example b's noise depends only on key b, so a batch of B examples
+  equals B separate calls with the matching keys.
 """
 
 from __future__ import annotations
@@ -191,6 +194,22 @@ def dynamic_threshold(x0: jax.Array, percentile: float = 0.995) -> jax.Array:
   return jnp.clip(x0, -s, s) / s
 
 
+def batch_noise(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+  """Standard normal noise of `shape` [B, ...]: from one key, or per example from keys [B, 2]
+  (example b's noise is jax.random.normal(key[b], shape[1:]), the same values one key gives a
+  batch of one)."""
+  if key.ndim == 2:
+    return jax.vmap(lambda k: jax.random.normal(k, tuple(shape[1:]), dtype))(key)
+  return jax.random.normal(key, tuple(shape), dtype)
+
+
+def fold_in(key: jax.Array, data) -> jax.Array:
+  """jax.random.fold_in for one key or for each key of a batch [B, 2]."""
+  if key.ndim == 2:
+    return jax.vmap(lambda k: jax.random.fold_in(k, data))(key)
+  return jax.random.fold_in(key, data)
+
+
 def _clean_x0(x0, clip_x0, threshold):
   if threshold is not None:
     return dynamic_threshold(x0, threshold)
@@ -220,7 +239,7 @@ def ddpm_sample(denoise: Denoiser, schedule: Schedule, x_T: jax.Array, key: jax.
     mean = (_bcast(schedule.posterior_coef_x0, t, x.ndim) * x0
             + _bcast(schedule.posterior_coef_xt, t, x.ndim) * x)
     std = jnp.exp(0.5 * _bcast(schedule.posterior_log_variance, t, x.ndim))
-    noise = jax.random.normal(jax.random.fold_in(key, i), x.shape, jnp.float32)
+    noise = batch_noise(fold_in(key, i), x.shape)
     return jnp.where(t_scalar > 0, mean + std * noise, mean)
 
   return jax.lax.fori_loop(0, num_steps, body, x_T.astype(jnp.float32))
@@ -252,7 +271,7 @@ def ddim_sample(denoise: Denoiser, schedule: Schedule, x_T: jax.Array, key: jax.
     t_prev = jnp.full((batch,), steps[jnp.minimum(i + 1, num_steps - 1)], jnp.int32)
     ab_prev = jnp.where(is_last, 1.0, _bcast(schedule.alpha_bars, t_prev, x.ndim))
     sigma = eta * jnp.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
-    noise = jax.random.normal(jax.random.fold_in(key, i), x.shape, jnp.float32)
+    noise = batch_noise(fold_in(key, i), x.shape)
     dir_xt = jnp.sqrt(jnp.maximum(1 - ab_prev - sigma ** 2, 0.0)) * eps
     return jnp.sqrt(ab_prev) * x0 + dir_xt + sigma * noise
 

@@ -2,6 +2,8 @@
 
 The same code runs on one CPU, on 8 fake CPU devices, on GPUs and on TPU slices; only the mesh in
 the config changes. Data flows one way: task (model + data) -> Trainer (state, step) -> train().
+The engine is handed its task (vlogger_jax/train/tasks.make_task builds one from a config); it
+trains one stage, and vlogger_jax/train/stages.py chains stages.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vlogger_jax import checkpoint as ckpt_lib
 from vlogger_jax import fileio
-from vlogger_jax.train import checkpoint as ckpt_lib
+from vlogger_jax import models
+from vlogger_jax.models.params import merge, split_frozen
 from vlogger_jax.train import mesh as mesh_lib
 from vlogger_jax.train import metrics as metrics_lib
 from vlogger_jax.train.prefetch import DeviceIterator, DevicePrefetcher
-from vlogger_jax.train.state import (TrainState, ema_decay_at, ema_update, make_optimizer, merge,
-                                     split_frozen)
-from vlogger_jax.train.tasks import get_task
+from vlogger_jax.train.state import TrainState, ema_decay_at, ema_update, make_optimizer
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,13 +47,13 @@ def maybe_initialize_distributed(force: bool = False) -> None:
 
 
 class Trainer:
-  """Builds the mesh, the task, the sharded state and the jitted train step from a config."""
+  """Builds the mesh, the sharded state and the jitted train step of a task from a config."""
 
-  def __init__(self, config, devices=None):
+  def __init__(self, config, task, devices=None):
     self.config = config
     self.mesh = mesh_lib.make_mesh(config.mesh, devices)
     self.rules = mesh_lib.rules_tuple(config.sharding_rules)
-    self.task = get_task(config.task)(config)
+    self.task = task
     if hasattr(self.task, "prepare"):
       self.task.prepare()  # host work (datasets, statistics) before anything is traced
     self.tx, self.lr_schedule = make_optimizer(config.optimizer, config.num_train_steps)
@@ -221,20 +223,15 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def train(config, workdir: str, devices=None) -> TrainResult:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the final state."""
-  task_cls = get_task(config.task)
-  if hasattr(task_cls, "prepare_run"):  # e.g. the video control stage pre-trains its image model
-    config = task_cls.prepare_run(config, workdir)
-  trainer = Trainer(config, devices)
-  task = trainer.task
+def train(config, workdir: str, task, devices=None) -> TrainResult:
+  """Trains `task` (built from `config`) in `workdir`, resuming from its latest checkpoint;
+  returns the final state."""
+  config = models.resolve(config)   # the saved config spells out the network
+  trainer = Trainer(config, task, devices)
   os.makedirs(workdir, exist_ok=True)
   config_dict = config.to_dict()
-  if jax.process_index() == 0:
-    fileio.write_json(os.path.join(workdir, "config.json"), config_dict)
   checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint.keep,
                                        config.checkpoint.async_save)
-  writer = metrics_lib.MetricWriter(workdir)
   data = task.data_iterator(jax.process_index(), jax.process_count(), trainer.local_batch)
 
   start = checkpointer.latest_step()
@@ -247,6 +244,11 @@ def train(config, workdir: str, devices=None) -> TrainResult:
     if data_state is not None:
       data.set_state(data_state)
     _log(f"{config.task}: resumed from step {start} in {checkpointer.directory}")
+  # Written once the run has started: a start that fails (another architecture, say) leaves the
+  # workdir's config.json as the run that wrote the checkpoints had it.
+  if jax.process_index() == 0:
+    fileio.write_json(os.path.join(workdir, "config.json"), config_dict)
+  writer = metrics_lib.MetricWriter(workdir)
   data = (DevicePrefetcher(data, trainer.device_batch, size=config.prefetch) if config.prefetch
           else DeviceIterator(data, trainer.device_batch))
 

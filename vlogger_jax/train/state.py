@@ -1,15 +1,16 @@
-"""Train state, the trainable/frozen parameter split, the optimizer and the EMA."""
+"""Train state, the optimizer with the paper's learning-rate schedules, and the EMA.
+
+The trainable/frozen split of the parameters is vlogger_jax/models/params.py.
+"""
 
 from __future__ import annotations
 
-import re
-from typing import Any, Sequence
+from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-from flax import traverse_util
 
 
 @flax.struct.dataclass
@@ -22,30 +23,6 @@ class TrainState:
   ema: Any                 # EMA of `params` ({} when disabled)
   rng: jax.Array           # base key; each step folds in its step number
   bad_step: jax.Array      # int32: first step whose loss or gradients were not finite, -1 if none
-
-
-def _flat(tree) -> dict:
-  return traverse_util.flatten_dict(tree, sep="/") if tree else {}
-
-
-def split_frozen(tree: dict, patterns: Sequence[str]) -> tuple[dict, dict]:
-  """Splits a nested dict by '/'-joined path into (trainable, frozen); frozen matches a regex."""
-  regexes = [re.compile(p) for p in patterns]
-  flat = _flat(tree)
-  for p, r in zip(patterns, regexes):
-    if not any(r.search(k) for k in flat):
-      raise ValueError(f"config.frozen pattern '{p}' matches no parameter; parameter paths look "
-                       f"like '{next(iter(flat), '')}'.")
-  frozen = {k: v for k, v in flat.items() if any(r.search(k) for r in regexes)}
-  trainable = {k: v for k, v in flat.items() if k not in frozen}
-  unflat = lambda d: traverse_util.unflatten_dict(d, sep="/") if d else {}
-  return unflat(trainable), unflat(frozen)
-
-
-def merge(trainable: dict, frozen: dict) -> dict:
-  """Inverse of split_frozen."""
-  flat = {**_flat(trainable), **_flat(frozen)}
-  return traverse_util.unflatten_dict(flat, sep="/") if flat else {}
 
 
 def learning_rate_schedule(opt, num_train_steps: int) -> optax.Schedule:

@@ -1,6 +1,6 @@
-"""Tasks: what one model trains on and how. The config names one (`config.task`).
+"""Tasks: what one model trains on and how, around a model of vlogger_jax/models.
 
-A task is a class built from the config with these members (see `toy.py` for the smallest one):
+A task is built from the config (`make_task`) and holds its model (`task.model`). Its members:
   init(rng) -> boxed variables    parameters with logical axis names (nn.with_logical_partitioning)
   batch_spec(batch) -> {name: (jax.ShapeDtypeStruct, logical_axes)}   one global batch
   loss(params, batch, rng) -> (scalar loss, {name: scalar})           pure, traced inside jit
@@ -8,25 +8,23 @@ A task is a class built from the config with these members (see `toy.py` for the
       batches with get_state() / set_state(state) so checkpoints resume the data order exactly
   evaluate(params, rng) -> {name: float}                              optional, host-side
   prepare()                                                           optional: host work that
-      must happen before tracing (build or open the dataset, load its statistics)
-  prepare_run(config, workdir) -> config      optional classmethod, called by loop.train before
-      anything else: work that needs the workdir, e.g. training a prerequisite stage
+      must happen before tracing (open the dataset, read its statistics, load a previous stage's
+      weights)
+  example_batch(batch, seed) -> host batch                            optional, for benchmarks
+A task never trains another stage: chaining stages is vlogger_jax/train/stages.py.
 """
 
 from __future__ import annotations
 
-import importlib
+from vlogger_jax import models
+from vlogger_jax.train.tasks.image import ImageTask
+from vlogger_jax.train.tasks.motion import MotionTask
+from vlogger_jax.train.tasks.toy import ToyTask
+from vlogger_jax.train.tasks.video import VideoTask
 
-_TASKS = {
-    "toy": "vlogger_jax.train.tasks.toy:ToyTask",
-    "motion": "vlogger_jax.train.tasks.motion:MotionTask",
-    "video": "vlogger_jax.train.tasks.video:VideoTask",
-}
+TASKS = {"toy": ToyTask, "motion": MotionTask, "image": ImageTask, "video": VideoTask}
 
 
-def get_task(name: str):
-  """The task class registered under `name`."""
-  if name not in _TASKS:
-    raise ValueError(f"config.task '{name}' is unknown; expected one of: {', '.join(sorted(_TASKS))}.")
-  module, cls = _TASKS[name].split(":")
-  return getattr(importlib.import_module(module), cls)
+def make_task(config):
+  """The task of `config` (config.task: toy | motion | image | video), with its model."""
+  return TASKS[models.kind(config)](config)

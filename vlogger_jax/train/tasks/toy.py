@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vlogger_jax import diffusion
-from vlogger_jax.nn.toy import ToyDenoiser
+from vlogger_jax.models.toy import ToyModel
 
 
 def mixture(num_modes: int = 8, radius: float = 0.7, std: float = 0.08):
@@ -59,32 +59,28 @@ class MixtureIterator:
 
 
 class ToyTask:
-  """Noise-prediction diffusion on 2-D points with a residual MLP."""
+  """Trains a ToyModel; its evaluation compares samples with the mixture's moments."""
 
-  def __init__(self, config):
+  def __init__(self, config, model: ToyModel | None = None):
     self.config = config
-    self.schedule = diffusion.make_schedule(config.diffusion.num_steps, config.diffusion.schedule)
-    self.prediction = config.diffusion.prediction
-    self.model = ToyDenoiser(hidden=config.model.hidden, depth=config.model.depth,
-                             dtype=jnp.dtype(config.precision.compute_dtype),
-                             param_dtype=jnp.dtype(config.precision.param_dtype))
-    self._sample_jit = jax.jit(self.sample, static_argnums=(2, 3, 4))
+    self.model = model or ToyModel(config)
+    self._generate = jax.jit(self.model.generate, static_argnums=(2, 3, 4))
 
   def init(self, rng):
-    x = jnp.zeros((1, 2), jnp.float32)
-    return self.model.init(rng, x, jnp.zeros((1,), jnp.int32))["params"]
+    return self.model.init(rng)
 
   def batch_spec(self, batch: int) -> dict:
     return {"x": (jax.ShapeDtypeStruct((batch, 2), jnp.float32), ("batch", None))}
 
   def loss(self, params, batch, rng):
     x0 = batch["x"]
+    schedule = self.model.schedule
     t_rng, n_rng = jax.random.split(rng)
-    t = jax.random.randint(t_rng, (x0.shape[0],), 0, self.schedule.num_steps)
+    t = jax.random.randint(t_rng, (x0.shape[0],), 0, schedule.num_steps)
     eps = jax.random.normal(n_rng, x0.shape, jnp.float32)
-    x_t = diffusion.q_sample(self.schedule, x0, t, eps)
-    pred = self.model.apply({"params": params}, x_t, t)
-    target = diffusion.training_target(self.schedule, t, x0, eps, self.prediction)
+    x_t = diffusion.q_sample(schedule, x0, t, eps)
+    pred = self.model.apply(params, x_t, t)
+    target = diffusion.training_target(schedule, t, x0, eps, self.model.prediction)
     loss = diffusion.masked_mse(pred, target)
     return loss, {"loss": loss}
 
@@ -92,17 +88,8 @@ class ToyTask:
     del process_count  # each process draws its own independent stream
     return MixtureIterator(self.config.seed, process_index, local_batch, self.config.data.num_modes)
 
-  def sample(self, params, rng, num: int, sampler: str = "ddim", num_steps: int = 50):
-    """num samples [num, 2] from the model."""
-    denoise = lambda x, t: self.model.apply({"params": params}, x, t)
-    x_T = jax.random.normal(rng, (num, 2), jnp.float32)
-    # The data lie in [-1, 1]: clipping x0 keeps the first, noisiest steps well conditioned.
-    return diffusion.sample(denoise, self.schedule, x_T, jax.random.fold_in(rng, 1),
-                            sampler=sampler, num_steps=num_steps, prediction=self.prediction,
-                            clip_x0=True)
-
   def evaluate(self, params, rng) -> dict:
-    samples = np.asarray(self._sample_jit(params, rng, 4096))
+    samples = np.asarray(self._generate(params, rng, 4096))
     mean, cov = mixture_moments(*mixture(self.config.data.num_modes))
     _, means, covs = mixture(self.config.data.num_modes)
     dist = np.linalg.norm(samples[:, None] - means[None], axis=-1).min(1)

@@ -2,7 +2,11 @@
 
 Saves are asynchronous and atomic (Orbax writes to a temporary directory and renames it when the
 save is complete), so a run killed at any moment leaves only whole checkpoints. Restoring takes
-abstract arrays with target shardings, so a checkpoint restores onto any mesh.
+abstract arrays with target shardings, so a checkpoint restores onto any mesh. Training restores
+the whole state (`Checkpointer.restore`); using a model restores only its weights
+(`CheckpointReader.restore_subtree`: the EMA or trainable parameters and the frozen ones, no
+optimizer state), which is what vlogger_jax/models/loading.py does; the reader opens a run
+without a CheckpointManager and changes nothing on disk.
 """
 
 from __future__ import annotations
@@ -96,3 +100,53 @@ class Checkpointer:
 
   def close(self) -> None:
     self._mngr.close()
+
+
+class CheckpointReader:
+  """Reads the checkpoints of `<workdir>/checkpoints` without changing anything on disk (no
+  folder is created, no temporary directory cleaned): for loading weights and for checks that
+  must leave a workdir as it was."""
+
+  def __init__(self, workdir: str):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+
+  def all_steps(self) -> list[int]:
+    """Steps of the committed checkpoints (Orbax gives a step its plain number only when the
+    save is complete), oldest first."""
+    if not os.path.isdir(self.directory):
+      return []
+    return sorted(int(n) for n in os.listdir(self.directory)
+                  if n.isdigit() and os.path.isdir(os.path.join(self.directory, n)))
+
+  def latest_step(self) -> int | None:
+    steps = self.all_steps()
+    return steps[-1] if steps else None
+
+  def read_config(self, step: int) -> dict:
+    """The config (as a dict) saved with checkpoint `step`."""
+    path = os.path.join(self.directory, str(step), "config")
+    if not os.path.isdir(path):
+      raise CheckpointError(f"checkpoint step {step} in {self.directory} has no config; "
+                            "expected a checkpoint written by launch/train.py.")
+    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as reader:
+      return reader.restore(path)
+
+  def restore_subtree(self, step: int, abstract: dict) -> dict:
+    """Only the state fields named by `abstract` ({field: tree of abstract arrays with their
+    target shardings}, e.g. {'ema': ..., 'frozen': ...}), read from checkpoint `step`: a partial
+    Orbax restore that never reads the optimizer state."""
+    path = os.path.join(self.directory, str(step), "state")
+    if not os.path.isdir(path):
+      raise CheckpointError(f"checkpoint step {step} in {self.directory} has no state; expected "
+                            "a checkpoint written by launch/train.py.")
+    restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
+    try:
+      with ocp.PyTreeCheckpointer() as reader:
+        return reader.restore(path, args=ocp.args.PyTreeRestore(
+            item=abstract, restore_args=restore_args, partial_restore=True))
+    except (ValueError, KeyError, TypeError) as e:
+      raise CheckpointError(
+          f"checkpoint step {step} in {self.directory} does not hold the weights its own config "
+          f"describes ({type(e).__name__}: {str(e).splitlines()[0][:200]}); it was written by "
+          "an incompatible version of vlogger_jax.") from e
+

@@ -1,0 +1,113 @@
+"""Weights-only loading: a trained model from its run directory, without its trainer.
+
+`load(path)` reads the config a run saved with its checkpoint, builds the model from it, and
+restores only what using the model needs: the EMA parameters where the run kept them (else the
+trainable ones) and the frozen parameters (the frozen image model, the motion statistics). That
+is a partial Orbax restore: no optimizer state is read, no train state, mesh or dataset is built,
+and nothing on disk is written. The weights are placed on a given device or mesh (replicated, or
+sharded by their logical axis names with the run's sharding rules).
+
+`path` is a run's workdir (its latest checkpoint), `<workdir>/checkpoints`, or one checkpoint
+`<workdir>/checkpoints/<step>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import ml_collections
+from jax.sharding import Mesh, SingleDeviceSharding
+
+from vlogger_jax import checkpoint as ckpt_lib
+from vlogger_jax import models
+from vlogger_jax.models.params import merge, split_frozen
+
+
+class LoadError(ValueError):
+  """A run directory that cannot be loaded (with a one-sentence reason)."""
+
+
+@dataclasses.dataclass
+class Loaded:
+  """A trained model ready to use."""
+  model: Any                 # ImageModel | VideoModel | MotionModel | ToyModel
+  params: Any                # inference parameters (EMA where kept, merged with the frozen ones)
+  config: ml_collections.ConfigDict   # the config the run saved with this checkpoint
+  step: int
+  workdir: str
+
+
+def locate(path: str) -> tuple[str, int | None]:
+  """(workdir, step or None for the latest) of a workdir, its checkpoints/ or one checkpoint."""
+  path = os.path.abspath(path)
+  base, parent = os.path.basename(path), os.path.dirname(path)
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    return path, None
+  if base == "checkpoints" and os.path.isdir(path):
+    return parent, None
+  if base.isdigit() and os.path.basename(parent) == "checkpoints" and os.path.isdir(path):
+    return os.path.dirname(parent), int(base)
+  raise LoadError(f"'{path}' is neither a run directory holding checkpoints/ nor a checkpoint "
+                  "<workdir>/checkpoints/<step>; expected the --workdir of a launch/train.py "
+                  "run.")
+
+
+def _placement(abstract: Any, config, device=None, mesh: Mesh | None = None,
+               rules: Sequence | None = None) -> Any:
+  """Shardings for a tree of boxed abstract parameters: on `mesh` by logical names (rules
+  default to the run's), else replicated on `device` (default: the first device)."""
+  if mesh is not None:
+    rules = rules if rules is not None else config.sharding_rules
+    rules = tuple((n, tuple(a) if isinstance(a, (list, tuple)) else a) for n, a in rules)
+    return nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+  device = device or jax.local_devices()[0]
+  sharding = SingleDeviceSharding(device)
+  return jax.tree.map(lambda _: sharding, nn.meta.unbox(abstract))
+
+
+def read_config(path: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, int, str]:
+  """(saved config, step, workdir) of a run's checkpoint, reading nothing else."""
+  workdir, at = locate(path)
+  step = at if step is None else step
+  reader = ckpt_lib.CheckpointReader(workdir)
+  steps = reader.all_steps()
+  if not steps:
+    raise LoadError(f"run directory {workdir} has no checkpoint; expected a run of "
+                    "launch/train.py that saved at least one.")
+  step = steps[-1] if step is None else step
+  if step not in steps:
+    raise LoadError(f"run directory {workdir} has no checkpoint at step {step}; it has steps "
+                    f"{', '.join(map(str, steps))}.")
+  config = ml_collections.ConfigDict(reader.read_config(step))
+  return config, step, workdir
+
+
+def load(path: str, *, step: int | None = None, expect: Sequence[str] | None = None,
+         device=None, mesh: Mesh | None = None, rules: Sequence | None = None) -> Loaded:
+  """The model and inference parameters of a run (module doc).
+
+  expect: the model kinds the caller can use (e.g. ('video',)); another gives a LoadError.
+  device / mesh / rules: where the parameters go (default: replicated on the first device).
+  """
+  config, step, workdir = read_config(path, step)
+  kind = models.kind(config)
+  if expect is not None and kind not in expect:
+    raise LoadError(f"run directory {workdir} holds a '{kind}' model; expected "
+                    f"{' or '.join(repr(e) for e in expect)}.")
+  model = models.build(config)
+  boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+  placement = _placement(boxed, config, device, mesh, rules)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          nn.meta.unbox(boxed), placement)
+  trainable, frozen = split_frozen(abstract, tuple(config.frozen))
+  field = "ema" if config.ema_decay else "params"
+  item = {field: trainable, "frozen": frozen}
+  restored = ckpt_lib.CheckpointReader(workdir).restore_subtree(
+      step, {k: v for k, v in item.items() if v})
+  params = merge(restored.get(field, {}), restored.get("frozen", {}))
+  return Loaded(model=model, params=params, config=config, step=step, workdir=workdir)
+
