@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from vlogger_jax import audio as audio_lib
+from vlogger_jax import contracts
 from vlogger_jax import motion
 from vlogger_jax.data import builders
 from vlogger_jax.data import schema
@@ -30,9 +31,9 @@ def make_clip(seed: int, num_frames: int = FRAMES, resolution: int = RES) -> dic
       "id": f"clip{seed}",
       "frames": frames.astype(np.uint8),
       "audio": rng.normal(0, 3000, schema.num_samples(num_frames)).astype(np.int16),
-      "shape": rng.normal(size=schema.NUM_SHAPE).astype(np.float32),
+      "shape": rng.normal(size=contracts.NUM_SHAPE).astype(np.float32),
       "fov": np.float32(20 + seed % 30),
-      "expression": rng.normal(size=(num_frames, schema.NUM_EXPRESSION)).astype(np.float32),
+      "expression": rng.normal(size=(num_frames, contracts.NUM_EXPRESSION)).astype(np.float32),
       "head_pose": np.concatenate([rot, rng.normal(0, 0.02, (num_frames, 3))], 1).astype(
           np.float32),
       "body_keypoints": rng.uniform(0, 1, (num_frames, 75, 2)).astype(np.float32),

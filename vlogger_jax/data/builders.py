@@ -32,6 +32,7 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vlogger_jax import contracts
 from vlogger_jax import fileio
 from vlogger_jax import motion
 from vlogger_jax.data import schema
@@ -59,16 +60,16 @@ def features() -> tfds.features.FeaturesDict:
       "resolution": f.Scalar(dtype=np.int32),
       "frames": f.Tensor(shape=(None,), dtype=np.object_),  # T PNG-encoded RGB frames.
       "audio": f.Tensor(shape=(None,), dtype=np.int16, encoding="bytes"),
-      "mel": f.Tensor(shape=(None, 256), dtype=MEL_DTYPE, encoding="bytes"),
-      "shape": f.Tensor(shape=(schema.NUM_SHAPE,), dtype=np.float32),
+      "mel": f.Tensor(shape=(None, contracts.MEL_BINS), dtype=MEL_DTYPE, encoding="bytes"),
+      "shape": f.Tensor(shape=(contracts.NUM_SHAPE,), dtype=np.float32),
       "fov": f.Scalar(dtype=np.float32),
-      "expression": f.Tensor(shape=(None, schema.NUM_EXPRESSION), dtype=np.float32,
+      "expression": f.Tensor(shape=(None, contracts.NUM_EXPRESSION), dtype=np.float32,
                              encoding="bytes"),
-      "head_pose": f.Tensor(shape=(None, schema.HEAD_POSE_DIM), dtype=np.float32,
+      "head_pose": f.Tensor(shape=(None, contracts.HEAD_POSE_DIM), dtype=np.float32,
                             encoding="bytes"),
-      "body_keypoints": f.Tensor(shape=(None, schema.NUM_KEYPOINTS, 2), dtype=np.float32,
+      "body_keypoints": f.Tensor(shape=(None, contracts.NUM_KEYPOINTS, 2), dtype=np.float32,
                                  encoding="bytes"),
-      "body_visibility": f.Tensor(shape=(None, schema.NUM_KEYPOINTS), dtype=np.float32,
+      "body_visibility": f.Tensor(shape=(None, contracts.NUM_KEYPOINTS), dtype=np.float32,
                                   encoding="bytes"),
   })
 
@@ -386,7 +387,7 @@ def write_statistics(version_dir: str, seed: int = 0) -> None:
   """Motion statistics over the train split and the per-split clip summary, beside the records."""
   builder = tfds.builder_from_directory(version_dir)
   summary = {}
-  sums = {False: np.zeros((3, motion.MOTION_DIM)), True: np.zeros((3, motion.MOTION_DIM))}
+  sums = {False: np.zeros((3, contracts.MOTION_DIM)), True: np.zeros((3, contracts.MOTION_DIM))}
   rng = np.random.default_rng(seed)
   for split, info in builder.info.splits.items():
     source = builder.as_data_source(split)

@@ -31,11 +31,10 @@ from absl import logging
 import grain
 import numpy as np
 
+from vlogger_jax import contracts
 from vlogger_jax import motion as motion_lib
 from vlogger_jax.data import builders
 
-MEL_BINS = 256
-MOTION_DIM = motion_lib.MOTION_DIM
 # Reading threads per process (or per worker): decoding is PNG and memcpy, which release the GIL.
 READ_THREADS = 4
 # Records read ahead per process (or per worker). A record is a whole clip (every frame's PNG,
@@ -158,9 +157,9 @@ class MotionWindow:
                                   record["body_keypoints"][w], ref_head_pose, ref_keypoints,
                                   self.absolute)
     pad = self.max_frames - length
-    motion = np.zeros((self.max_frames, MOTION_DIM), np.float32)
+    motion = np.zeros((self.max_frames, contracts.MOTION_DIM), np.float32)
     motion[:length] = (vectors - self.mean) / self.std
-    mel = np.zeros((self.max_frames, MEL_BINS), np.float32)
+    mel = np.zeros((self.max_frames, contracts.MEL_BINS), np.float32)
     mel[:length] = record["mel"][w]
     return {
         "mel": mel,

@@ -32,13 +32,14 @@ from scipy import ndimage
 from scipy import signal
 
 from vlogger_jax import body as body_lib
+from vlogger_jax import contracts
 from vlogger_jax import geometry
 from vlogger_jax import head as head_lib
 from vlogger_jax import render
 from vlogger_jax.data import schema
 
-FPS = schema.FPS
-SR = schema.SAMPLE_RATE
+FPS = contracts.FPS
+SR = contracts.SAMPLE_RATE
 E = head_lib.EXPRESSION
 
 # Vowels: formants F1, F2, F3 (Hz) and mouth targets (openness, rounding, spreading) in [0, 1].
@@ -363,7 +364,7 @@ def plan_clip(seed: int, num_frames: int = schema.CLIP_FRAMES, resolution: int =
   ident = _identity(rng)
   bg = _background(rng)
   # Identity shape: sigma 0.7 keeps heads plausible; clipping stops rare extreme chins.
-  shape = np.clip(rng.normal(0, 0.7, head_lib.NUM_SHAPE), -1.6, 1.6).astype(np.float32)
+  shape = np.clip(rng.normal(0, 0.7, contracts.NUM_SHAPE), -1.6, 1.6).astype(np.float32)
 
   # Camera and framing: u = 0 is a tight face, u = 1 the torso with hands.
   u = rng.uniform() ** 0.8
@@ -391,7 +392,7 @@ def plan_clip(seed: int, num_frames: int = schema.CLIP_FRAMES, resolution: int =
   loud = _per_frame(level, t_count)
 
   # Expression.
-  expr = np.zeros((t_count, head_lib.NUM_EXPRESSION))
+  expr = np.zeros((t_count, contracts.NUM_EXPRESSION))
   expr[:, E["jaw_open"]] = jaw
   expr[:, E["jaw_sideways"]] = _smooth_noise(rng, t_count, 12, 0.04)
   expr[:, E["pucker"]] = pucker
@@ -472,7 +473,7 @@ def plan_clip(seed: int, num_frames: int = schema.CLIP_FRAMES, resolution: int =
     pick = rng.uniform(size=len(stress_t)) < gesture_rate * (0.8 if side == "right" else 0.6)
     amps = rng.uniform(0.5, 1.0, len(stress_t)) * pick
     beats[side] = _frame_pulses(stress_t, amps, t_count, 0.13, 0.28, delay=-0.05)
-  kp = np.zeros((t_count, body_lib.NUM_KEYPOINTS, 2))
+  kp = np.zeros((t_count, contracts.NUM_KEYPOINTS, 2))
   kp[:, :11] = face_kp
   tilt = 0.3 * roll + _smooth_noise(rng, t_count, 30, 0.02)
   shoulder_c = np.stack([np.zeros(t_count), np.full(t_count, 0.115)], -1)
