@@ -30,10 +30,13 @@ from absl import flags
 from absl import logging
 import grain
 import numpy as np
+from PIL import Image
+import tensorflow_datasets as tfds
 
 from vlogger_jax import contracts
 from vlogger_jax import motion as motion_lib
-from vlogger_jax.data import builders
+from vlogger_jax.data import paths
+from vlogger_jax.data import statistics
 
 # Reading threads per process (or per worker): decoding is PNG and memcpy, which release the GIL.
 READ_THREADS = 4
@@ -56,7 +59,6 @@ class Records:
   def _open(self):
     with self._lock:  # grain's reading threads arrive together in a fresh worker.
       if self._source is None:
-        import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
         builder = tfds.builder_from_directory(self.version_dir)
         if self.split not in builder.info.splits:
           raise ValueError(f"dataset {self.version_dir} has no split '{self.split}'; expected "
@@ -97,9 +99,9 @@ class Records:
 
 
 def open_records(data_dir_or_source: Any, split: str) -> Records:
-  """Records of `split` from a dataset folder (builders.resolve) or a decoded-record sequence."""
+  """Records of `split` from a dataset folder (paths.resolve) or a decoded-record sequence."""
   if isinstance(data_dir_or_source, (str, os.PathLike)):
-    return Records(builders.resolve(data_dir_or_source), split)
+    return Records(paths.resolve(data_dir_or_source), split)
   if isinstance(data_dir_or_source, Records):
     return data_dir_or_source
   if not hasattr(data_dir_or_source, "__getitem__") or not hasattr(data_dir_or_source, "__len__"):
@@ -110,22 +112,21 @@ def open_records(data_dir_or_source: Any, split: str) -> Records:
 
 def load_stats(stats: Any, records: Records, absolute: bool = False):
   """motion.Stats from a Stats, a JSON path, or (None) the file beside the dataset."""
-  from vlogger_jax import motion  # pylint: disable=g-import-not-at-top
-  if isinstance(stats, motion.Stats):
+  if isinstance(stats, motion_lib.Stats):
     return stats
   if stats is None:
     if records.version_dir is None:
       raise ValueError("motion_pipeline needs `stats` when reading from a data source object; "
                        "expected a motion.Stats or the path of a motion_stats.json.")
-    name = builders.ABSOLUTE_STATS_FILE if absolute else builders.STATS_FILE
+    name = statistics.ABSOLUTE_STATS_FILE if absolute else statistics.STATS_FILE
     stats = os.path.join(records.version_dir, name)
-  return motion.Stats.load(os.fspath(stats))
+  return motion_lib.Stats.load(os.fspath(stats))
 
 
 def _summary(records: Records) -> dict | None:
   if records.version_dir is None:
     return None
-  path = os.path.join(records.version_dir, builders.SUMMARY_FILE)
+  path = os.path.join(records.version_dir, statistics.SUMMARY_FILE)
   if not os.path.exists(path):
     return None
   with open(path) as f:
@@ -174,7 +175,6 @@ class MotionWindow:
 
 def decode_frame(png: bytes, resolution: int) -> np.ndarray:
   """PNG bytes -> uint8 [resolution, resolution, 3]; box filter down, bilinear up."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   with Image.open(io.BytesIO(png)) as image:
     image = image.convert("RGB")
     if image.size != (resolution, resolution):
