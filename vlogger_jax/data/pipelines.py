@@ -37,6 +37,7 @@ from vlogger_jax import contracts
 from vlogger_jax import motion as motion_lib
 from vlogger_jax.data import paths
 from vlogger_jax.data import statistics
+from vlogger_jax.data import windows
 
 # Reading threads per process (or per worker): decoding is PNG and memcpy, which release the GIL.
 READ_THREADS = 4
@@ -138,7 +139,8 @@ def _summary(records: Records) -> dict | None:
 
 
 class MotionWindow:
-  """A record -> one random window of min_frames..max_frames, padded to max_frames."""
+  """A record -> one random window of min_frames..max_frames (windows.draw), padded to
+  max_frames."""
 
   def __init__(self, mean, std, min_frames: int, max_frames: int, absolute: bool):
     self.mean = np.asarray(mean, np.float32)
@@ -148,26 +150,19 @@ class MotionWindow:
   def __call__(self, record: dict | None, rng: np.random.Generator) -> dict | None:
     if record is None:
       return None
-    t = int(record["num_frames"])
-    length = min(t, int(rng.integers(self.min_frames, self.max_frames + 1)))
-    s = int(rng.integers(0, t - length + 1))
-    w = slice(s, s + length)
-    ref_head_pose = np.asarray(record["head_pose"][s], np.float32)
-    ref_keypoints = np.asarray(record["body_keypoints"][s], np.float32)
-    vectors = motion_lib.pack(record["expression"][w], record["head_pose"][w],
-                                  record["body_keypoints"][w], ref_head_pose, ref_keypoints,
-                                  self.absolute)
+    s, length = windows.draw(int(record["num_frames"]), self.min_frames, self.max_frames, rng)
+    vectors = windows.window_motion(record, s, length, self.absolute)
     pad = self.max_frames - length
     motion = np.zeros((self.max_frames, contracts.MOTION_DIM), np.float32)
     motion[:length] = (vectors - self.mean) / self.std
     mel = np.zeros((self.max_frames, contracts.MEL_BINS), np.float32)
-    mel[:length] = record["mel"][w]
+    mel[:length] = record["mel"][s:s + length]
     return {
         "mel": mel,
         "motion": motion,
         "mask": np.concatenate([np.ones(length, np.float32), np.zeros(pad, np.float32)]),
-        "ref_head_pose": ref_head_pose,
-        "ref_body_keypoints": ref_keypoints,
+        "ref_head_pose": np.asarray(record["head_pose"][s], np.float32),
+        "ref_body_keypoints": np.asarray(record["body_keypoints"][s], np.float32),
         "shape": np.asarray(record["shape"], np.float32),
         "fov": np.asarray(record["fov"], np.float32),
     }
@@ -269,7 +264,8 @@ def _iterator(records: Records, transform: Callable, batch_size: int, seed: int,
 
 def motion_pipeline(data_dir_or_source: Any, split: str, batch_size: int, seed: int,
                     process_index: int = 0, process_count: int = 1, stats: Any = None,
-                    num_workers: int = 0, min_frames: int = 72, max_frames: int = 240,
+                    num_workers: int = 0, min_frames: int = windows.MIN_FRAMES,
+                    max_frames: int = windows.MAX_FRAMES,
                     absolute: bool = False) -> grain.DatasetIterator:
   """Audio-to-motion batches: random 72-240 frame windows padded to max_frames (module doc).
 
@@ -277,9 +273,7 @@ def motion_pipeline(data_dir_or_source: Any, split: str, batch_size: int, seed: 
   motion.Stats, a JSON path, or None for the dataset's own motion_stats[_absolute].json).
   A clip shorter than min_frames gives one window of the whole clip.
   """
-  if not 0 < min_frames <= max_frames:
-    raise ValueError(f"window lengths [{min_frames}, {max_frames}] are not a valid range; "
-                     "expected 0 < min_frames <= max_frames.")
+  windows.check_lengths(min_frames, max_frames)
   records = open_records(data_dir_or_source, split)
   s = load_stats(stats, records, absolute)
   transform = MotionWindow(s.mean, s.std, min_frames, max_frames, absolute)

@@ -20,26 +20,23 @@ import tensorflow_datasets as tfds
 from vlogger_jax import contracts
 from vlogger_jax import fileio
 from vlogger_jax import motion
+from vlogger_jax.data import windows
 
 STATS_FILE = "motion_stats.json"
 ABSOLUTE_STATS_FILE = "motion_stats_absolute.json"
 SUMMARY_FILE = "clip_summary.json"
 STATS_WINDOWS_PER_CLIP = 8
-STATS_MIN_FRAMES, STATS_MAX_FRAMES = 72, 240  # The motion pipeline's window lengths (Supp. C.1).
 
 
-def motion_window_vectors(clip: dict, rng: np.random.Generator, windows: int,
+def motion_window_vectors(clip: dict, rng: np.random.Generator, count: int,
                           absolute: bool = False) -> np.ndarray:
-  """Motion vectors [N, 223] of `windows` random 72-240 frame windows, each relative to its
-  first frame (the motion pipeline's reference)."""
+  """Motion vectors [N, 223] of `count` windows of the motion pipeline's lengths (windows.draw,
+  one after another from `rng`), each relative to its first frame; N = their total length."""
   t = int(clip["num_frames"])
   out = []
-  for _ in range(windows):
-    length = min(t, int(rng.integers(STATS_MIN_FRAMES, STATS_MAX_FRAMES + 1)))
-    s = int(rng.integers(0, t - length + 1))
-    w = slice(s, s + length)
-    out.append(motion.pack(clip["expression"][w], clip["head_pose"][w], clip["body_keypoints"][w],
-                          clip["head_pose"][s], clip["body_keypoints"][s], absolute))
+  for _ in range(count):
+    start, length = windows.draw(t, windows.MIN_FRAMES, windows.MAX_FRAMES, rng)
+    out.append(windows.window_motion(clip, start, length, absolute))
   return np.concatenate(out).astype(np.float64)
 
 
