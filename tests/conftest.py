@@ -35,6 +35,8 @@ def python_runner():
 @pytest.fixture(scope="session")
 def synthetic_tiny(tmp_path_factory):
   """(data_dir, dataset folder) of the `tiny` synthetic dataset, built once per test session."""
-  from vlogger_jax.data import builders
+  # Imported here, not at the top: every test session loads this file, and the builders bring
+  # JAX, TFDS and the renderer (about 2 s) that most test files never use.
+  from vlogger_jax.data import builders  # pylint: disable=g-import-not-at-top
   data_dir = str(tmp_path_factory.mktemp("data"))
   return data_dir, builders.ensure_synthetic(data_dir, "tiny")

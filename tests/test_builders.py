@@ -8,12 +8,17 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import shuffle
 from PIL import Image
 
 from vlogger_jax import audio as audio_lib
+from vlogger_jax import contracts
 from vlogger_jax import motion
 from vlogger_jax.data import builders
+from vlogger_jax.data import paths
+from vlogger_jax.data import pipelines
 from vlogger_jax.data import schema
+from vlogger_jax.data import statistics
 
 FRAMES, RES = 100, 16  # Long enough for an 8-frame window with a reference 72 frames away.
 
@@ -30,9 +35,9 @@ def make_clip(seed: int, num_frames: int = FRAMES, resolution: int = RES) -> dic
       "id": f"clip{seed}",
       "frames": frames.astype(np.uint8),
       "audio": rng.normal(0, 3000, schema.num_samples(num_frames)).astype(np.int16),
-      "shape": rng.normal(size=schema.NUM_SHAPE).astype(np.float32),
+      "shape": rng.normal(size=contracts.NUM_SHAPE).astype(np.float32),
       "fov": np.float32(20 + seed % 30),
-      "expression": rng.normal(size=(num_frames, schema.NUM_EXPRESSION)).astype(np.float32),
+      "expression": rng.normal(size=(num_frames, contracts.NUM_EXPRESSION)).astype(np.float32),
       "head_pose": np.concatenate([rot, rng.normal(0, 0.02, (num_frames, 3))], 1).astype(
           np.float32),
       "body_keypoints": rng.uniform(0, 1, (num_frames, 75, 2)).astype(np.float32),
@@ -105,8 +110,8 @@ def test_bad_files_are_skipped_with_a_warning_naming_them(tmp_path, caplog):
 
 def test_statistics_are_relative_to_the_window_start(built):
   path, clips, _, _ = built
-  rel = motion.Stats.load(os.path.join(path, builders.STATS_FILE))
-  ab = motion.Stats.load(os.path.join(path, builders.ABSOLUTE_STATS_FILE))
+  rel = motion.Stats.load(os.path.join(path, statistics.STATS_FILE))
+  ab = motion.Stats.load(os.path.join(path, statistics.ABSOLUTE_STATS_FILE))
   kp = np.concatenate([clips[f"clip{s}"]["body_keypoints"] for s in TRAIN_SEEDS])
   # Absolute keypoints are the data's own; residuals of iid uniforms have mean 0 and sqrt(2)
   # times the spread.
@@ -117,7 +122,7 @@ def test_statistics_are_relative_to_the_window_start(built):
   assert abs(rel.mean[motion.BODY].mean()) < 0.05
   np.testing.assert_allclose(rel.std[motion.BODY].mean(), np.sqrt(2) * kp.std(), rtol=0.1)
   np.testing.assert_allclose(rel.mean[motion.EXPRESSION], ab.mean[motion.EXPRESSION])
-  summary = json.load(open(os.path.join(path, builders.SUMMARY_FILE)))
+  summary = json.load(open(os.path.join(path, statistics.SUMMARY_FILE)))
   assert summary["train"] == {"num_clips": 6, "min_frames": FRAMES, "max_frames": FRAMES,
                               "resolutions": [RES]}
 
@@ -126,33 +131,33 @@ def test_rebuild_is_a_no_op_and_lost_statistics_are_rewritten(built):
   path, _, root, data_dir = built
   info = os.path.join(path, "dataset_info.json")
   before = os.stat(info).st_mtime_ns
-  stats = open(os.path.join(path, builders.STATS_FILE)).read()
-  os.remove(os.path.join(path, builders.STATS_FILE))  # As if killed after the records ...
+  stats = open(os.path.join(path, statistics.STATS_FILE)).read()
+  os.remove(os.path.join(path, statistics.STATS_FILE))  # As if killed after the records ...
   leftover = os.path.join(os.path.dirname(path), f"incomplete.ABC123_{builders.VERSION}")
   os.makedirs(leftover)  # ... and an earlier run killed while writing them.
   with pytest.raises(ValueError, match="lacks motion_stats.json"):
-    builders.resolve(path)
+    paths.resolve(path)
   assert builders.build_folder(root, data_dir) == path
   assert os.stat(info).st_mtime_ns == before
-  assert open(os.path.join(path, builders.STATS_FILE)).read() == stats
+  assert open(os.path.join(path, statistics.STATS_FILE)).read() == stats
   assert not [f for f in os.listdir(path) if ".tmp" in f]
   assert not os.path.exists(leftover)
 
 
 def test_resolve_rejects_missing_paths_and_other_versions(built, tmp_path):
   path, _, _, _ = built
-  assert builders.resolve(os.path.dirname(path)) == path
+  assert paths.resolve(os.path.dirname(path)) == path
   with pytest.raises(ValueError, match="does not exist"):
-    builders.resolve(str(tmp_path / "nowhere"))
+    paths.resolve(str(tmp_path / "nowhere"))
   old = tmp_path / "talking_clips_folder" / "0.1.0"
   shutil.copytree(path, old)
   info = json.load(open(old / "dataset_info.json"))
   info["version"] = "0.1.0"
   json.dump(info, open(old / "dataset_info.json", "w"))
   with pytest.raises(ValueError, match="has version 0.1.0; expected 1.0.0"):
-    builders.resolve(str(old))
+    paths.resolve(str(old))
   with pytest.raises(ValueError, match=r"no dataset of version 1.0.0 \(found 0.1.0\)"):
-    builders.resolve(str(old.parent))
+    paths.resolve(str(old.parent))
 
 
 def test_folder_without_train_clips_and_unknown_config(tmp_path):
@@ -171,14 +176,13 @@ def test_command_line_builds_a_folder(built, python_runner, tmp_path):
                         f"--data_dir={tmp_path}"])
   path = proc.stdout.strip().splitlines()[-1]
   assert path == os.path.join(str(tmp_path), "talking_clips_folder", builders.VERSION)
-  assert builders.resolve(path) == path
+  assert paths.resolve(path) == path
   proc = python_runner(["launch/build_dataset.py", "--dataset=folder", f"--data_dir={tmp_path}"],
                        check=False)
   assert proc.returncode == 1 and "needs --source" in proc.stderr
 
 
 def test_synthetic_tiny_builds_and_reads_through_the_pipelines(synthetic_tiny):
-  from vlogger_jax.data import pipelines  # pylint: disable=g-import-not-at-top
   data_dir, path = synthetic_tiny
   tmp_path = data_dir
   assert path == os.path.join(str(tmp_path), "synthetic_talking_humans", "tiny", builders.VERSION)
@@ -199,7 +203,6 @@ def test_synthetic_tiny_builds_and_reads_through_the_pipelines(synthetic_tiny):
 def test_split_larger_than_the_shuffle_buffer_fails_in_one_sentence(tmp_path, monkeypatch):
   # TFDS spills splits beyond its buffer through TensorFlow, which is not installed: the builder
   # raises the buffer to half the host's memory and names the problem when even that is short.
-  from tensorflow_datasets.core import shuffle
   monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 1000)
   monkeypatch.setattr(builders, "_shuffle_buffer_bytes", lambda: 1000)
   with pytest.raises(RuntimeError, match="in-memory shuffle buffer"):

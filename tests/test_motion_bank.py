@@ -5,6 +5,7 @@ import pytest
 
 from vlogger_jax.data import motion_bank
 from vlogger_jax.data import pipelines
+from vlogger_jax.data import windows
 
 MIN, MAX = 8, 32
 
@@ -61,6 +62,25 @@ def test_windows_equal_the_grain_transform(bank_and_stats, absolute):
       want = transform(records[int(c)], _ScriptedRng([length[i], start[i]]))
       for k, v in want.items():
         np.testing.assert_allclose(batch[k][i], v, rtol=1e-6, atol=1e-6, err_msg=k)
+
+
+def test_draw_and_draw_batch_sample_one_distribution():
+  t = np.array([5, 40, 300])  # shorter than MIN, between, longer than MAX
+  n = 3000
+  rng = np.random.default_rng(0)
+  batched = np.stack([np.stack(windows.draw_batch(t, MIN, MAX, rng), -1) for _ in range(n)])
+  rng = np.random.default_rng(1)
+  single = np.array([[windows.draw(int(c), MIN, MAX, rng) for c in t] for _ in range(n)])
+  for draws in (batched, single):  # [n, 3 clips, (start, length)]
+    start, length = draws[..., 0], draws[..., 1]
+    assert np.all(length[:, 0] == 5) and np.all(start[:, 0] == 0)  # the whole short clip
+    assert length[:, 1:].min() == MIN and length[:, 1:].max() == MAX
+    assert np.all(start >= 0) and np.all(start + length <= t)
+    assert start[:, 2].max() > 300 - MAX  # short windows start later than long ones can
+    # Uniform length, then a uniform start: E[length] = 20, E[start] = (t - 20) / 2.
+    np.testing.assert_allclose(length[:, 1:].mean(0), [20, 20], atol=0.5)
+    np.testing.assert_allclose(start[:, 1].mean(), 10, atol=0.5)
+    np.testing.assert_allclose(start[:, 2].mean(), 140, atol=5)
 
 
 def test_window_lengths_and_padding(bank_and_stats):

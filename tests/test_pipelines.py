@@ -11,6 +11,8 @@ from test_builders import FRAMES, RES, TRAIN_SEEDS, write_clip_folder
 from vlogger_jax import motion
 from vlogger_jax.data import builders
 from vlogger_jax.data import pipelines
+from vlogger_jax.data import records
+from vlogger_jax.data import statistics
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def _row(table, row):
 
 def test_motion_batches_are_windows_relative_to_their_first_frame(dataset):
   path, clips = dataset
-  stats = motion.Stats.load(os.path.join(path, builders.STATS_FILE))
+  stats = motion.Stats.load(os.path.join(path, statistics.STATS_FILE))
   it = pipelines.motion_pipeline(path, "train", 3, seed=1)
   for _ in range(3):
     b = next(it)
@@ -59,7 +61,7 @@ def test_motion_batches_are_windows_relative_to_their_first_frame(dataset):
           motion.HEAD]
       np.testing.assert_allclose(b["motion"][i, 0, motion.HEAD], identity, atol=1e-4)
       assert not b["motion"][i, n:].any() and not b["mel"][i, n:].any()
-      mel = np.asarray(builders.clip_mel(clip["audio"], FRAMES), np.float32)
+      mel = np.asarray(records.clip_mel(clip["audio"], FRAMES), np.float32)
       np.testing.assert_array_equal(b["mel"][i, :n], mel[s:s + n])
 
 
@@ -157,11 +159,11 @@ def test_corrupt_records_are_skipped_and_counted(dataset, tmp_path, caplog):
       os.symlink(src, os.path.join(broken, name))
       continue
     reader = array_record_module.ArrayRecordReader(src)
-    records = reader.read_all()
+    serialized = reader.read_all()
     reader.close()
-    records[2] = b"\x08\x96\x01 this is not a serialized example"
+    serialized[2] = b"\x08\x96\x01 this is not a serialized example"
     writer = array_record_module.ArrayRecordWriter(os.path.join(broken, name), "group_size:1")
-    for r in records:
+    for r in serialized:
       writer.write(r)
     writer.close()
   it = pipelines.motion_pipeline(broken, "train", 5, seed=0)

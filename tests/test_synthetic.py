@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from vlogger_jax import contracts
 from vlogger_jax import geometry
 from vlogger_jax import head as head_lib
 from vlogger_jax import render
@@ -26,7 +27,7 @@ def clips(model):
 
 def _frame_rms(audio, num_frames):
   a = audio.astype(np.float64) / 32768.0
-  edges = (np.arange(num_frames + 1) * schema.SAMPLE_RATE) // schema.FPS
+  edges = (np.arange(num_frames + 1) * contracts.SAMPLE_RATE) // contracts.FPS
   return np.array([np.sqrt(np.mean(a[edges[i]:edges[i + 1]]**2)) for i in range(num_frames)])
 
 

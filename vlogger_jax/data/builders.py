@@ -1,17 +1,14 @@
 """TFDS builders that write talking-human clips as ArrayRecord, built and read without TensorFlow.
 
-Two builders write the same record format (docs/data.md):
-  SyntheticTalkingHumans  clips made by vlogger_jax/data/synthetic.py, configs tiny/small/large,
-                          splits 'train' and 'test' (held-out seeds, hence held-out identities)
+Two builders write the same record format (records.py, docs/data.md):
+  SyntheticTalkingHumans  clips made by vlogger_jax/data/synthetic.py, configs tiny/small/
+                          video_cpu/motion/video/large, splits 'train' and 'test' (held-out seeds,
+                          hence held-out identities)
   TalkingClipsFolder      prepared real clips, one schema .npz per clip under <folder>/<split>/
 
-A record holds every field of the clip format (schema.py) except that `frames` is a 1-D array of
-per-frame PNG bytes (so a pipeline decodes only the frames of its window, and no TFDS image
-feature is needed: those encode through TensorFlow), plus `mel` [T, 256] float16 computed over
-the whole clip at build time and `num_frames`/`resolution` scalars. Beside the records, in the
-dataset's version folder, `prepare` writes motion_stats.json (relative residuals),
-motion_stats_absolute.json and clip_summary.json, each atomically; motion_stats.json is written
-last and marks a finished dataset.
+`prepare` builds one (resumable: a killed build starts over, a finished one is a no-op; builds of
+one dataset take turns through a lock file) and then writes its statistics (statistics.py);
+`ensure_synthetic` and `build_folder` prepare the two kinds. paths.py finds a built one.
 """
 
 from __future__ import annotations
@@ -21,120 +18,24 @@ import contextlib
 import dataclasses
 import fcntl
 import glob
-import io
-import json
 import multiprocessing
 import os
 import shutil
 from typing import Callable, Iterable, Iterator
 
 from absl import logging
-import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 
-from vlogger_jax import fileio
-from vlogger_jax import motion
+from vlogger_jax import head
+from vlogger_jax.data import records
 from vlogger_jax.data import schema
+from vlogger_jax.data import statistics
+from vlogger_jax.data import synthetic
 
 VERSION = "1.0.0"
-STATS_FILE = "motion_stats.json"
-ABSOLUTE_STATS_FILE = "motion_stats_absolute.json"
-SUMMARY_FILE = "clip_summary.json"
 TEST_SEED_OFFSET = 1_000_000  # Test seeds never meet train seeds, so identities are held out.
-STATS_WINDOWS_PER_CLIP = 8
-STATS_MIN_FRAMES, STATS_MAX_FRAMES = 72, 240  # The motion pipeline's window lengths (Supp. C.1).
-PNG_LEVEL = 3  # zlib level: level 1 makes files ~1.5x larger, levels above 3 gain little.
-MEL_DTYPE = np.float16
 DATASETS = {"synthetic": "synthetic_talking_humans", "folder": "talking_clips_folder"}
-
-_FIELDS_PARAMS = ("expression", "head_pose", "body_keypoints", "body_visibility")
-
-
-def features() -> tfds.features.FeaturesDict:
-  """The record format shared by every builder (field shapes as in schema.py, T frames)."""
-  f = tfds.features
-  return f.FeaturesDict({
-      "id": f.Text(),
-      "num_frames": f.Scalar(dtype=np.int32),
-      "resolution": f.Scalar(dtype=np.int32),
-      "frames": f.Tensor(shape=(None,), dtype=np.object_),  # T PNG-encoded RGB frames.
-      "audio": f.Tensor(shape=(None,), dtype=np.int16, encoding="bytes"),
-      "mel": f.Tensor(shape=(None, 256), dtype=MEL_DTYPE, encoding="bytes"),
-      "shape": f.Tensor(shape=(schema.NUM_SHAPE,), dtype=np.float32),
-      "fov": f.Scalar(dtype=np.float32),
-      "expression": f.Tensor(shape=(None, schema.NUM_EXPRESSION), dtype=np.float32,
-                             encoding="bytes"),
-      "head_pose": f.Tensor(shape=(None, schema.HEAD_POSE_DIM), dtype=np.float32,
-                            encoding="bytes"),
-      "body_keypoints": f.Tensor(shape=(None, schema.NUM_KEYPOINTS, 2), dtype=np.float32,
-                                 encoding="bytes"),
-      "body_visibility": f.Tensor(shape=(None, schema.NUM_KEYPOINTS), dtype=np.float32,
-                                  encoding="bytes"),
-  })
-
-
-# ---------------------------------------------------------------------------------------------
-# Encoding one clip.
-
-_MEL_FN = {}
-
-
-def clip_mel(audio: np.ndarray, num_frames: int) -> np.ndarray:
-  """Log-mel of a whole clip, int16 audio [S] -> [num_frames, 256] float16."""
-  import jax  # pylint: disable=g-import-not-at-top  (keeps `import builders` free of JAX)
-  from vlogger_jax import audio as audio_lib  # pylint: disable=g-import-not-at-top
-  if "fn" not in _MEL_FN:
-    _MEL_FN["fn"] = jax.jit(audio_lib.mel_features)
-  wave = np.asarray(audio, np.float32) / 32768.0
-  mel = np.asarray(_MEL_FN["fn"](wave))[:num_frames]
-  if mel.shape[0] != num_frames:
-    raise ValueError(f"audio of {wave.shape[0]} samples covers {mel.shape[0]} frames; expected "
-                     f"at least {num_frames}.")
-  return mel.astype(MEL_DTYPE)
-
-
-def encode_png(frame: np.ndarray) -> bytes:
-  """One uint8 RGB frame [R, R, 3] -> PNG bytes."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  buffer = io.BytesIO()
-  Image.fromarray(np.ascontiguousarray(frame)).save(buffer, format="png",
-                                                     compress_level=PNG_LEVEL)
-  return buffer.getvalue()
-
-
-def encode_clip(clip: dict, name: str = "clip") -> dict:
-  """A schema-valid clip -> one record (frames as PNG bytes, mel added); ValueError if invalid."""
-  schema.validate_clip(clip, name)
-  frames = np.asarray(clip["frames"])
-  t = frames.shape[0]
-  audio = np.asarray(clip["audio"])
-  example = {
-      "id": str(clip["id"]),
-      "num_frames": np.int32(t),
-      "resolution": np.int32(frames.shape[1]),
-      "frames": np.array([encode_png(f) for f in frames], dtype=object),
-      "audio": audio,
-      "mel": clip_mel(audio, t),
-      "shape": np.asarray(clip["shape"], np.float32),
-      "fov": np.float32(clip["fov"]),
-  }
-  for key in _FIELDS_PARAMS:
-    example[key] = np.asarray(clip[key], np.float32)
-  return example
-
-
-def load_npz_clip(path: str) -> dict:
-  """A clip from an .npz file of schema fields (float64 arrays become float32; id defaults to
-  the file name)."""
-  with np.load(path, allow_pickle=False) as data:
-    clip = {k: data[k] for k in data.files}
-  clip["id"] = str(clip["id"]) if "id" in clip else os.path.splitext(os.path.basename(path))[0]
-  for key, (dtype, _) in schema.FIELDS.items():
-    value = clip.get(key)
-    if (isinstance(value, np.ndarray) and dtype is not str and value.dtype.kind == "f"
-        and np.dtype(dtype).kind == "f"):
-      clip[key] = value.astype(dtype)
-  return clip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,18 +51,16 @@ def _init_worker() -> None:
 
 def _synthetic_example(args: tuple[int, int, int]) -> tuple[str, dict]:
   seed, num_frames, resolution = args
-  from vlogger_jax import head  # pylint: disable=g-import-not-at-top
-  from vlogger_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   if "model" not in _HEAD_MODEL:
     _HEAD_MODEL["model"] = head.load_default()
   clip = synthetic.generate_clip(seed, num_frames=num_frames, resolution=resolution,
                                  head_model=_HEAD_MODEL["model"])
-  return f"seed{seed:08d}", encode_clip(clip, f"synthetic clip of seed {seed}")
+  return f"seed{seed:08d}", records.encode_clip(clip, f"synthetic clip of seed {seed}")
 
 
 def _folder_example(path: str) -> tuple[str, dict | None, str]:
   try:
-    return path, encode_clip(load_npz_clip(path), path), ""
+    return path, records.encode_clip(records.load_npz_clip(path), path), ""
   except Exception as e:  # pylint: disable=broad-except
     # One unreadable or invalid file must never stop the build of the others.
     return path, None, f"{type(e).__name__}: {e}"
@@ -233,7 +132,8 @@ class _Builder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     # DatasetInfo directly: dataset_info_from_configs() reads metadata files beside the module.
-    return tfds.core.DatasetInfo(builder=self, description=self.__doc__, features=features())
+    return tfds.core.DatasetInfo(builder=self, description=self.__doc__,
+                                 features=records.features())
 
 
 class SyntheticTalkingHumans(_Builder):
@@ -318,9 +218,8 @@ def _in_memory_shuffle():
   TensorFlow, which this project does not install; raise that buffer to half the host's memory
   (the 128 px `video` split holds about 0.8 GB) and say so in one sentence if a split outgrows
   even that."""
-  from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
-  before = shuffle.MAX_MEM_BUFFER_SIZE
-  shuffle.MAX_MEM_BUFFER_SIZE = max(before, _shuffle_buffer_bytes())
+  before = tfds_shuffle.MAX_MEM_BUFFER_SIZE
+  tfds_shuffle.MAX_MEM_BUFFER_SIZE = max(before, _shuffle_buffer_bytes())
   try:
     yield
   except ModuleNotFoundError as e:
@@ -328,17 +227,17 @@ def _in_memory_shuffle():
       raise
     raise RuntimeError(
         f"a split of this dataset is larger than the in-memory shuffle buffer "
-        f"({shuffle.MAX_MEM_BUFFER_SIZE / 2**30:.1f} GiB, half this host's memory) and TFDS "
+        f"({tfds_shuffle.MAX_MEM_BUFFER_SIZE / 2**30:.1f} GiB, half this host's memory) and TFDS "
         "spills larger splits through TensorFlow, which is not installed; expected a host with "
         "more memory, `pip install tensorflow-cpu`, or a smaller config.") from e
   finally:
-    shuffle.MAX_MEM_BUFFER_SIZE = before
+    tfds_shuffle.MAX_MEM_BUFFER_SIZE = before
 
 
 def is_finished(version_dir: str) -> bool:
   """Whether `version_dir` holds complete records and their statistics."""
   return (os.path.exists(os.path.join(version_dir, "dataset_info.json"))
-          and os.path.exists(os.path.join(version_dir, STATS_FILE)))
+          and os.path.exists(os.path.join(version_dir, statistics.STATS_FILE)))
 
 
 def prepare(builder: tfds.core.DatasetBuilder, download_config=None) -> str:
@@ -363,62 +262,8 @@ def prepare(builder: tfds.core.DatasetBuilder, download_config=None) -> str:
     config = dataclasses.replace(config, compute_stats=tfds.download.ComputeStatsMode.SKIP)
     with _in_memory_shuffle():
       builder.download_and_prepare(download_config=config)
-    write_statistics(version_dir)
+    statistics.write_statistics(version_dir)
   return version_dir
-
-
-def motion_window_vectors(clip: dict, rng: np.random.Generator, windows: int,
-                          absolute: bool = False) -> np.ndarray:
-  """Motion vectors [N, 223] of `windows` random 72-240 frame windows, each relative to its
-  first frame (the motion pipeline's reference)."""
-  t = int(clip["num_frames"])
-  out = []
-  for _ in range(windows):
-    length = min(t, int(rng.integers(STATS_MIN_FRAMES, STATS_MAX_FRAMES + 1)))
-    s = int(rng.integers(0, t - length + 1))
-    w = slice(s, s + length)
-    out.append(motion.pack(clip["expression"][w], clip["head_pose"][w], clip["body_keypoints"][w],
-                          clip["head_pose"][s], clip["body_keypoints"][s], absolute))
-  return np.concatenate(out).astype(np.float64)
-
-
-def write_statistics(version_dir: str, seed: int = 0) -> None:
-  """Motion statistics over the train split and the per-split clip summary, beside the records."""
-  builder = tfds.builder_from_directory(version_dir)
-  summary = {}
-  sums = {False: np.zeros((3, motion.MOTION_DIM)), True: np.zeros((3, motion.MOTION_DIM))}
-  rng = np.random.default_rng(seed)
-  for split, info in builder.info.splits.items():
-    source = builder.as_data_source(split)
-    lengths, resolutions = [], set()
-    for i in range(len(source)):
-      try:
-        clip = source[i]
-      except Exception as e:  # pylint: disable=broad-except
-        logging.warning("Statistics skip record %d of split %s in %s: %s", i, split,
-                        version_dir, e)
-        continue
-      lengths.append(int(clip["num_frames"]))
-      resolutions.add(int(clip["resolution"]))
-      if split == "train":
-        state = rng.bit_generator.state
-        for absolute in (False, True):
-          rng.bit_generator.state = state  # The same windows for both kinds.
-          v = motion_window_vectors(clip, rng, STATS_WINDOWS_PER_CLIP, absolute)
-          sums[absolute] += [np.full(v.shape[1], v.shape[0]), v.sum(0), np.square(v).sum(0)]
-      if (i + 1) % 100 == 0:
-        logging.info("Statistics: %d / %d clips of split %s", i + 1, info.num_examples, split)
-    summary[split] = {"num_clips": len(lengths), "min_frames": min(lengths, default=0),
-                      "max_frames": max(lengths, default=0), "resolutions": sorted(resolutions)}
-  if sums[False][0, 0] == 0:
-    raise ValueError(f"dataset {version_dir} has no readable train clip; expected at least one "
-                     "to compute motion statistics.")
-  fileio.write_json(os.path.join(version_dir, SUMMARY_FILE), summary)
-  for absolute, name in ((True, ABSOLUTE_STATS_FILE), (False, STATS_FILE)):
-    n, s, s2 = sums[absolute]
-    mean = s / n
-    std = np.sqrt(np.maximum(s2 / n - mean ** 2, 0.0))
-    motion.Stats(mean, std).save(os.path.join(version_dir, name))
 
 
 def synthetic_builder(data_dir: str, config_name: str, workers: int = 0):
@@ -442,43 +287,3 @@ def build_folder(source_dir: str, data_dir: str, workers: int = 0) -> str:
                      "train/*.npz (and test/*.npz).")
   builder = TalkingClipsFolder(data_dir=data_dir, workers=workers)
   return prepare(builder, tfds.download.DownloadConfig(manual_dir=source_dir))
-
-
-def resolve(path: str) -> str:
-  """The version folder of a dataset given it or its parent; ValueError in one sentence if none."""
-  path = os.fspath(path)
-  if not os.path.exists(path):
-    raise ValueError(f"dataset path {path} does not exist; expected a folder written by "
-                     "launch/build_dataset.py.")
-  if not os.path.exists(os.path.join(path, "dataset_info.json")):
-    if os.path.exists(os.path.join(path, VERSION, "dataset_info.json")):
-      path = os.path.join(path, VERSION)
-    else:
-      found = sorted(d for d in os.listdir(path)
-                     if os.path.exists(os.path.join(path, d, "dataset_info.json")))
-      raise ValueError(f"dataset path {path} holds no dataset of version {VERSION} (found "
-                       f"{', '.join(found) or 'none'}); expected the folder of a dataset built "
-                       "by this version of launch/build_dataset.py.")
-  with open(os.path.join(path, "dataset_info.json")) as f:
-    version = json.load(f).get("version", "")
-  if version.split(".")[0] != VERSION.split(".")[0]:
-    raise ValueError(f"dataset {path} has version {version}; expected {VERSION} (rebuild it "
-                     "with launch/build_dataset.py).")
-  if not os.path.exists(os.path.join(path, STATS_FILE)):
-    raise ValueError(f"dataset {path} lacks {STATS_FILE}; finish it by running "
-                     "launch/build_dataset.py again.")
-  return path
-
-
-def dataset_dir(data_config) -> str:
-  """The dataset a config's `data` section names, built first if it is the synthetic one.
-
-  data.dataset 'synthetic' -> SyntheticTalkingHumans/<data.config_name> under data.data_dir
-  (default ./data); 'folder' -> a dataset already built from .npz clips at data.path.
-  """
-  if data_config.dataset == "synthetic":
-    return ensure_synthetic(data_config.data_dir or "data", data_config.config_name)
-  if data_config.dataset == "folder":
-    return resolve(data_config.path)
-  raise ValueError(f"data.dataset '{data_config.dataset}' is unknown; expected 'synthetic' or "
-                   "'folder'.")

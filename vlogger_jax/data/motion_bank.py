@@ -33,6 +33,7 @@ import numpy as np
 
 from vlogger_jax import motion as motion_lib
 from vlogger_jax.data import pipelines
+from vlogger_jax.data import windows
 
 _FRAME_FIELDS = ("expression", "head_pose", "body_keypoints", "mel")
 
@@ -102,11 +103,9 @@ class MotionBatchIterator:
   """Infinite motion batches from a MotionBank: the batch dict of pipelines.motion_pipeline."""
 
   def __init__(self, bank: MotionBank, stats, batch_size: int, seed: int, process_index: int = 0,
-               min_frames: int = 72, max_frames: int = 240, absolute: bool = False,
-               prefetch: int = 8, threads: int = 0):
-    if not 0 < min_frames <= max_frames:
-      raise ValueError(f"window lengths [{min_frames}, {max_frames}] are not a valid range; "
-                       "expected 0 < min_frames <= max_frames.")
+               min_frames: int = windows.MIN_FRAMES, max_frames: int = windows.MAX_FRAMES,
+               absolute: bool = False, prefetch: int = 8, threads: int = 0):
+    windows.check_lengths(min_frames, max_frames)
     if batch_size < 1:
       raise ValueError(f"batch_size is {batch_size}; expected a positive host-local batch size.")
     self.bank, self.batch_size = bank, batch_size
@@ -145,12 +144,10 @@ class MotionBatchIterator:
     return out
 
   def windows_of(self, step: int, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(start [B], length [B]) of batch `step`'s windows, drawn like pipelines.MotionWindow."""
+    """(start [B], length [B]) of batch `step`'s windows (windows.draw_batch: the distribution of
+    pipelines.MotionWindow)."""
     rng = np.random.default_rng([self.seed % 2**32, self.process_index, 1, step])
-    t = self.bank.num_frames[clips]
-    length = np.minimum(t, rng.integers(self.min_frames, self.max_frames + 1, len(clips)))
-    start = np.floor(rng.random(len(clips)) * (t - length + 1)).astype(np.int64)
-    return start, length
+    return windows.draw_batch(self.bank.num_frames[clips], self.min_frames, self.max_frames, rng)
 
   def make_batch(self, clips: np.ndarray, start: np.ndarray, length: np.ndarray) -> dict:
     """The batch of windows [start, start + length) of bank clips `clips`, padded to max_frames."""
@@ -217,8 +214,8 @@ class MotionBatchIterator:
 
 def motion_batches(data_dir_or_source, split: str, batch_size: int, seed: int,
                    process_index: int = 0, process_count: int = 1, stats=None,
-                   min_frames: int = 72, max_frames: int = 240, absolute: bool = False,
-                   prefetch: int = 8) -> MotionBatchIterator:
+                   min_frames: int = windows.MIN_FRAMES, max_frames: int = windows.MAX_FRAMES,
+                   absolute: bool = False, prefetch: int = 8) -> MotionBatchIterator:
   """pipelines.motion_pipeline's batches from an in-memory MotionBank (module doc)."""
   records = pipelines.open_records(data_dir_or_source, split)
   bank = MotionBank(records, split, process_index, process_count)

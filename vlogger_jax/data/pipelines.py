@@ -30,12 +30,15 @@ from absl import flags
 from absl import logging
 import grain
 import numpy as np
+from PIL import Image
+import tensorflow_datasets as tfds
 
+from vlogger_jax import contracts
 from vlogger_jax import motion as motion_lib
-from vlogger_jax.data import builders
+from vlogger_jax.data import paths
+from vlogger_jax.data import statistics
+from vlogger_jax.data import windows
 
-MEL_BINS = 256
-MOTION_DIM = motion_lib.MOTION_DIM
 # Reading threads per process (or per worker): decoding is PNG and memcpy, which release the GIL.
 READ_THREADS = 4
 # Records read ahead per process (or per worker). A record is a whole clip (every frame's PNG,
@@ -57,7 +60,6 @@ class Records:
   def _open(self):
     with self._lock:  # grain's reading threads arrive together in a fresh worker.
       if self._source is None:
-        import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
         builder = tfds.builder_from_directory(self.version_dir)
         if self.split not in builder.info.splits:
           raise ValueError(f"dataset {self.version_dir} has no split '{self.split}'; expected "
@@ -98,9 +100,9 @@ class Records:
 
 
 def open_records(data_dir_or_source: Any, split: str) -> Records:
-  """Records of `split` from a dataset folder (builders.resolve) or a decoded-record sequence."""
+  """Records of `split` from a dataset folder (paths.resolve) or a decoded-record sequence."""
   if isinstance(data_dir_or_source, (str, os.PathLike)):
-    return Records(builders.resolve(data_dir_or_source), split)
+    return Records(paths.resolve(data_dir_or_source), split)
   if isinstance(data_dir_or_source, Records):
     return data_dir_or_source
   if not hasattr(data_dir_or_source, "__getitem__") or not hasattr(data_dir_or_source, "__len__"):
@@ -111,22 +113,21 @@ def open_records(data_dir_or_source: Any, split: str) -> Records:
 
 def load_stats(stats: Any, records: Records, absolute: bool = False):
   """motion.Stats from a Stats, a JSON path, or (None) the file beside the dataset."""
-  from vlogger_jax import motion  # pylint: disable=g-import-not-at-top
-  if isinstance(stats, motion.Stats):
+  if isinstance(stats, motion_lib.Stats):
     return stats
   if stats is None:
     if records.version_dir is None:
       raise ValueError("motion_pipeline needs `stats` when reading from a data source object; "
                        "expected a motion.Stats or the path of a motion_stats.json.")
-    name = builders.ABSOLUTE_STATS_FILE if absolute else builders.STATS_FILE
+    name = statistics.ABSOLUTE_STATS_FILE if absolute else statistics.STATS_FILE
     stats = os.path.join(records.version_dir, name)
-  return motion.Stats.load(os.fspath(stats))
+  return motion_lib.Stats.load(os.fspath(stats))
 
 
 def _summary(records: Records) -> dict | None:
   if records.version_dir is None:
     return None
-  path = os.path.join(records.version_dir, builders.SUMMARY_FILE)
+  path = os.path.join(records.version_dir, statistics.SUMMARY_FILE)
   if not os.path.exists(path):
     return None
   with open(path) as f:
@@ -138,7 +139,8 @@ def _summary(records: Records) -> dict | None:
 
 
 class MotionWindow:
-  """A record -> one random window of min_frames..max_frames, padded to max_frames."""
+  """A record -> one random window of min_frames..max_frames (windows.draw), padded to
+  max_frames."""
 
   def __init__(self, mean, std, min_frames: int, max_frames: int, absolute: bool):
     self.mean = np.asarray(mean, np.float32)
@@ -148,26 +150,19 @@ class MotionWindow:
   def __call__(self, record: dict | None, rng: np.random.Generator) -> dict | None:
     if record is None:
       return None
-    t = int(record["num_frames"])
-    length = min(t, int(rng.integers(self.min_frames, self.max_frames + 1)))
-    s = int(rng.integers(0, t - length + 1))
-    w = slice(s, s + length)
-    ref_head_pose = np.asarray(record["head_pose"][s], np.float32)
-    ref_keypoints = np.asarray(record["body_keypoints"][s], np.float32)
-    vectors = motion_lib.pack(record["expression"][w], record["head_pose"][w],
-                                  record["body_keypoints"][w], ref_head_pose, ref_keypoints,
-                                  self.absolute)
+    s, length = windows.draw(int(record["num_frames"]), self.min_frames, self.max_frames, rng)
+    vectors = windows.window_motion(record, s, length, self.absolute)
     pad = self.max_frames - length
-    motion = np.zeros((self.max_frames, MOTION_DIM), np.float32)
+    motion = np.zeros((self.max_frames, contracts.MOTION_DIM), np.float32)
     motion[:length] = (vectors - self.mean) / self.std
-    mel = np.zeros((self.max_frames, MEL_BINS), np.float32)
-    mel[:length] = record["mel"][w]
+    mel = np.zeros((self.max_frames, contracts.MEL_BINS), np.float32)
+    mel[:length] = record["mel"][s:s + length]
     return {
         "mel": mel,
         "motion": motion,
         "mask": np.concatenate([np.ones(length, np.float32), np.zeros(pad, np.float32)]),
-        "ref_head_pose": ref_head_pose,
-        "ref_body_keypoints": ref_keypoints,
+        "ref_head_pose": np.asarray(record["head_pose"][s], np.float32),
+        "ref_body_keypoints": np.asarray(record["body_keypoints"][s], np.float32),
         "shape": np.asarray(record["shape"], np.float32),
         "fov": np.asarray(record["fov"], np.float32),
     }
@@ -175,7 +170,6 @@ class MotionWindow:
 
 def decode_frame(png: bytes, resolution: int) -> np.ndarray:
   """PNG bytes -> uint8 [resolution, resolution, 3]; box filter down, bilinear up."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   with Image.open(io.BytesIO(png)) as image:
     image = image.convert("RGB")
     if image.size != (resolution, resolution):
@@ -270,7 +264,8 @@ def _iterator(records: Records, transform: Callable, batch_size: int, seed: int,
 
 def motion_pipeline(data_dir_or_source: Any, split: str, batch_size: int, seed: int,
                     process_index: int = 0, process_count: int = 1, stats: Any = None,
-                    num_workers: int = 0, min_frames: int = 72, max_frames: int = 240,
+                    num_workers: int = 0, min_frames: int = windows.MIN_FRAMES,
+                    max_frames: int = windows.MAX_FRAMES,
                     absolute: bool = False) -> grain.DatasetIterator:
   """Audio-to-motion batches: random 72-240 frame windows padded to max_frames (module doc).
 
@@ -278,9 +273,7 @@ def motion_pipeline(data_dir_or_source: Any, split: str, batch_size: int, seed: 
   motion.Stats, a JSON path, or None for the dataset's own motion_stats[_absolute].json).
   A clip shorter than min_frames gives one window of the whole clip.
   """
-  if not 0 < min_frames <= max_frames:
-    raise ValueError(f"window lengths [{min_frames}, {max_frames}] are not a valid range; "
-                     "expected 0 < min_frames <= max_frames.")
+  windows.check_lengths(min_frames, max_frames)
   records = open_records(data_dir_or_source, split)
   s = load_stats(stats, records, absolute)
   transform = MotionWindow(s.mean, s.std, min_frames, max_frames, absolute)

@@ -21,13 +21,11 @@ from __future__ import annotations
 import numpy as np
 
 from vlogger_jax import audio as audio_lib
+from vlogger_jax import contracts
 
-FPS = audio_lib.FPS
-SAMPLE_RATE = audio_lib.SAMPLE_RATE
-NUM_SHAPE = 64
-NUM_EXPRESSION = 64
-HEAD_POSE_DIM = 9
-NUM_KEYPOINTS = 75
+# The clip format's frame and sample rates (contracts.py), read by launch/make_synthetic_sample.py.
+FPS = contracts.FPS
+SAMPLE_RATE = contracts.SAMPLE_RATE
 MAX_RESOLUTION = 512
 CLIP_FRAMES = 240  # 10 s, the paper's clip length (Supp. B)
 
@@ -36,12 +34,12 @@ FIELDS = {
     "id": (str, ()),
     "frames": (np.uint8, ("T", "R", "R", 3)),
     "audio": (np.int16, ("S",)),
-    "shape": (np.float32, (NUM_SHAPE,)),
+    "shape": (np.float32, (contracts.NUM_SHAPE,)),
     "fov": (np.float32, ()),
-    "expression": (np.float32, ("T", NUM_EXPRESSION)),
-    "head_pose": (np.float32, ("T", HEAD_POSE_DIM)),
-    "body_keypoints": (np.float32, ("T", NUM_KEYPOINTS, 2)),
-    "body_visibility": (np.float32, ("T", NUM_KEYPOINTS)),
+    "expression": (np.float32, ("T", contracts.NUM_EXPRESSION)),
+    "head_pose": (np.float32, ("T", contracts.HEAD_POSE_DIM)),
+    "body_keypoints": (np.float32, ("T", contracts.NUM_KEYPOINTS, 2)),
+    "body_visibility": (np.float32, ("T", contracts.NUM_KEYPOINTS)),
 }
 
 

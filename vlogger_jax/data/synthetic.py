@@ -22,6 +22,7 @@ placed by the body keypoints, over the background); `generate_clip` does both.
 
 from __future__ import annotations
 
+import colorsys
 import dataclasses
 import functools
 
@@ -32,13 +33,14 @@ from scipy import ndimage
 from scipy import signal
 
 from vlogger_jax import body as body_lib
+from vlogger_jax import contracts
 from vlogger_jax import geometry
 from vlogger_jax import head as head_lib
 from vlogger_jax import render
 from vlogger_jax.data import schema
 
-FPS = schema.FPS
-SR = schema.SAMPLE_RATE
+FPS = contracts.FPS
+SR = contracts.SAMPLE_RATE
 E = head_lib.EXPRESSION
 
 # Vowels: formants F1, F2, F3 (Hz) and mouth targets (openness, rounding, spreading) in [0, 1].
@@ -112,7 +114,6 @@ def _smooth_noise(rng, n, sigma, scale=1.0):
 
 
 def _hsv(h, s, v):
-  import colorsys  # pylint: disable=g-import-not-at-top
   return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v), np.float32)
 
 
@@ -351,21 +352,19 @@ _HAND = np.array([  # wrist, thumb cmc..tip, index, middle, ring, pinky (mcp, pi
     (0.076, -0.03), (0.099, -0.035), (0.114, -0.038), (0.127, -0.04)], np.float64)
 
 
-def plan_clip(seed: int, num_frames: int = schema.CLIP_FRAMES, resolution: int = 128,
-              head_model=None) -> Plan:
-  """All parameters and the audio of the clip of `seed` (no frames): see generate_clip."""
-  if num_frames < 1 or resolution < 16 or resolution > schema.MAX_RESOLUTION or resolution % 2:
-    raise ValueError(f"plan_clip: num_frames={num_frames}, resolution={resolution}; expected "
-                     f"num_frames >= 1 and an even resolution in [16, {schema.MAX_RESOLUTION}].")
-  model = head_model if head_model is not None else head_lib.load_default()
-  rng = np.random.default_rng(seed)
-  t_count = int(num_frames)
-  ident = _identity(rng)
-  bg = _background(rng)
-  # Identity shape: sigma 0.7 keeps heads plausible; clipping stops rare extreme chins.
-  shape = np.clip(rng.normal(0, 0.7, head_lib.NUM_SHAPE), -1.6, 1.6).astype(np.float32)
+@dataclasses.dataclass
+class _Camera:
+  """Where the camera looks: fov (degrees), focal length per unit of image size, distance to the
+  head (m) and the head's normalised image position (cx, cy)."""
+  fov: float
+  focal: float
+  dist: float
+  cx: float
+  cy: float
 
-  # Camera and framing: u = 0 is a tight face, u = 1 the torso with hands.
+
+def _camera(rng) -> _Camera:
+  """Camera and framing: u = 0 is a tight face, u = 1 the torso with hands."""
   u = rng.uniform() ** 0.8
   fov = float(rng.uniform(22, 48))
   focal = float(geometry.focal_from_fov(fov, 1, 1))  # per unit of image size
@@ -373,97 +372,116 @@ def plan_clip(seed: int, num_frames: int = schema.CLIP_FRAMES, resolution: int =
   dist = focal * HEAD_HEIGHT_M / head_frac
   cy = (1 - u) * 0.44 + u * 0.27 + rng.normal(0, 0.02)
   cx = 0.5 + rng.normal(0, 0.04)
+  return _Camera(fov=fov, focal=focal, dist=dist, cx=cx, cy=cy)
 
-  # Speech.
-  num_samples = schema.num_samples(t_count)
-  duration = num_samples / SR
-  syllables, phrases = _syllables(rng, duration)
-  wave, curves = _speech(rng, syllables, phrases, num_samples)
+
+def _mouth(curves, num_frames):
+  """Per-frame mouth drives [T] (jaw, pucker, spread, lips_part) from the speech curves."""
   level = curves["level"]
   voiced_on = np.clip(level / 0.4, 0, 1)
   # Any voiced sound opens the jaw a little; the vowel's openness sets the rest.
-  jaw = JAW_GAIN * _per_frame((JAW_FLOOR + (1 - JAW_FLOOR) * curves["open"]) * level, t_count)
-  pucker = PUCKER_GAIN * _per_frame(curves["round"] * voiced_on, t_count)
-  spread = SPREAD_GAIN * _per_frame(curves["spread"] * voiced_on, t_count)
-  lips_part = LIPS_PART_GAIN * _per_frame(curves["open"] * voiced_on, t_count)
-  stressed = [(s0 + cd, 1.0) for (s0, _, cd, _, _, st) in syllables if st]
-  stress_t = np.array([s for s, _ in stressed])
-  loud = _per_frame(level, t_count)
+  jaw = JAW_GAIN * _per_frame((JAW_FLOOR + (1 - JAW_FLOOR) * curves["open"]) * level, num_frames)
+  return {"jaw": jaw,
+          "pucker": PUCKER_GAIN * _per_frame(curves["round"] * voiced_on, num_frames),
+          "spread": SPREAD_GAIN * _per_frame(curves["spread"] * voiced_on, num_frames),
+          "lips_part": LIPS_PART_GAIN * _per_frame(curves["open"] * voiced_on, num_frames)}
 
-  # Expression.
-  expr = np.zeros((t_count, head_lib.NUM_EXPRESSION))
-  expr[:, E["jaw_open"]] = jaw
-  expr[:, E["jaw_sideways"]] = _smooth_noise(rng, t_count, 12, 0.04)
-  expr[:, E["pucker"]] = pucker
-  expr[:, E["lips_part"]] = lips_part
-  expr[:, E["mouth_stretch"]] = 0.6 * spread
-  base_smile = np.clip(rng.uniform(-0.1, 0.35) + _smooth_noise(rng, t_count, 30, 0.12), -0.1, 0.7)
-  for side in ("left", "right"):
-    expr[:, E[f"smile_{side}"]] = base_smile + spread
-    expr[:, E[f"cheek_raise_{side}"]] = 0.6 * np.clip(base_smile, 0, None)
-  brows = _frame_pulses(stress_t, np.full(len(stress_t), rng.uniform(0.3, 0.8)), t_count, 0.08,
-                        0.25)
-  brow_base = rng.uniform(-0.1, 0.3)
-  expr[:, E["brow_raise_left"]] = brow_base + brows
-  expr[:, E["brow_raise_right"]] = brow_base + brows * rng.uniform(0.8, 1.0)
-  # Blinks: a renewal process with 2-6 s gaps; each blink is centred on a frame and closes fully.
-  blink = np.zeros(t_count)
+
+def _blinks(rng, num_frames):
+  """Eyelid closure [T] in [0, 1]: a renewal process with 2-6 s gaps; each blink is centred on a
+  frame and closes fully."""
+  blink = np.zeros(num_frames)
   tb = rng.uniform(0.3, 3.0)
-  while tb < t_count / FPS:
+  while tb < num_frames / FPS:
     centre = int(tb * FPS)
     half = rng.uniform(0.06, 0.09) * FPS  # half-duration in frames (~150 ms blinks)
-    idx = np.arange(t_count)
+    idx = np.arange(num_frames)
     blink = np.maximum(blink, np.clip(1.3 * (1 - np.abs(idx - centre) / half), 0, 1))
     tb += rng.uniform(2.0, 6.0)
-  lid = np.clip(rng.normal(0.05, 0.08), -0.15, 0.25)
-  expr[:, E["blink_left"]] = lid + (1 - lid) * blink
-  expr[:, E["blink_right"]] = lid + (1 - lid) * blink
-  # Gaze: fixations (mostly at the camera) joined by 2-frame saccades.
-  gaze = np.zeros((t_count, 2))
+  return blink
+
+
+def _gaze(rng, num_frames):
+  """Gaze [T, 2] (horizontal, vertical): fixations (mostly at the camera) joined by 2-frame
+  saccades."""
+  gaze = np.zeros((num_frames, 2))
   t0, prev = 0, np.zeros(2)
-  while t0 < t_count:
+  while t0 < num_frames:
     hold = int(rng.uniform(0.4, 2.5) * FPS)
     nxt = (rng.normal(0, [0.07, 0.05]) if rng.uniform() < 0.6
            else rng.normal(0, [0.35, 0.2]))
     ramp = np.clip((np.arange(hold) + 1) / 2.0, 0, 1)[:, None]
     seg = prev + (nxt - prev) * ramp
-    gaze[t0:t0 + hold] = seg[: max(0, min(hold, t_count - t0))]
+    gaze[t0:t0 + hold] = seg[: max(0, min(hold, num_frames - t0))]
     prev, t0 = nxt, t0 + hold
+  return gaze
+
+
+def _expression(rng, num_frames, mouth, stress_t):
+  """Expression [T, 64] float32: the mouth from the speech, smiles, brows raised on stressed
+  syllables (times stress_t, seconds), blinks and gaze."""
+  expr = np.zeros((num_frames, contracts.NUM_EXPRESSION))
+  expr[:, E["jaw_open"]] = mouth["jaw"]
+  expr[:, E["jaw_sideways"]] = _smooth_noise(rng, num_frames, 12, 0.04)
+  expr[:, E["pucker"]] = mouth["pucker"]
+  expr[:, E["lips_part"]] = mouth["lips_part"]
+  expr[:, E["mouth_stretch"]] = 0.6 * mouth["spread"]
+  base_smile = np.clip(rng.uniform(-0.1, 0.35) + _smooth_noise(rng, num_frames, 30, 0.12), -0.1,
+                       0.7)
+  for side in ("left", "right"):
+    expr[:, E[f"smile_{side}"]] = base_smile + mouth["spread"]
+    expr[:, E[f"cheek_raise_{side}"]] = 0.6 * np.clip(base_smile, 0, None)
+  brows = _frame_pulses(stress_t, np.full(len(stress_t), rng.uniform(0.3, 0.8)), num_frames, 0.08,
+                        0.25)
+  brow_base = rng.uniform(-0.1, 0.3)
+  expr[:, E["brow_raise_left"]] = brow_base + brows
+  expr[:, E["brow_raise_right"]] = brow_base + brows * rng.uniform(0.8, 1.0)
+  blink = _blinks(rng, num_frames)
+  lid = np.clip(rng.normal(0.05, 0.08), -0.15, 0.25)
+  expr[:, E["blink_left"]] = lid + (1 - lid) * blink
+  expr[:, E["blink_right"]] = lid + (1 - lid) * blink
+  gaze = _gaze(rng, num_frames)
   expr[:, E["gaze_horizontal"]] = gaze[:, 0]
   expr[:, E["gaze_vertical"]] = gaze[:, 1]
-  expression = expr.astype(np.float32)
+  return expr.astype(np.float32)
 
-  # Head pose: baseline + slow drift + nods on stressed syllables (+x rotation lowers the nose).
-  nods = _frame_pulses(stress_t, rng.uniform(0.04, 0.09, len(stress_t)), t_count, 0.12, 0.22,
+
+def _head_pose(rng, num_frames, stress_t, camera: _Camera):
+  """(head_pose [T, 9] float32, roll [T]): baseline + slow drift + nods on stressed syllables
+  (+x rotation lowers the nose), the head centred where the camera frames it."""
+  nods = _frame_pulses(stress_t, rng.uniform(0.04, 0.09, len(stress_t)), num_frames, 0.12, 0.22,
                        delay=0.02)
-  pitch = rng.normal(0, 0.05) + _smooth_noise(rng, t_count, 20, 0.04) + nods
-  yaw = rng.normal(0, 0.15) + _smooth_noise(rng, t_count, 24, 0.09)
-  roll = rng.normal(0, 0.04) + _smooth_noise(rng, t_count, 24, 0.035)
+  pitch = rng.normal(0, 0.05) + _smooth_noise(rng, num_frames, 20, 0.04) + nods
+  yaw = rng.normal(0, 0.15) + _smooth_noise(rng, num_frames, 24, 0.09)
+  roll = rng.normal(0, 0.04) + _smooth_noise(rng, num_frames, 24, 0.035)
   rot = _rot(2, roll) @ _rot(1, yaw) @ _rot(0, pitch)
-  sway = np.stack([_smooth_noise(rng, t_count, 30, 0.012), _smooth_noise(rng, t_count, 30, 0.006),
-                   _smooth_noise(rng, t_count, 30, 0.015)], -1)
-  centre = np.array([(cx - 0.5) * dist / focal, (cy - 0.5) * dist / focal, dist])
+  sway = np.stack([_smooth_noise(rng, num_frames, 30, 0.012),
+                   _smooth_noise(rng, num_frames, 30, 0.006),
+                   _smooth_noise(rng, num_frames, 30, 0.015)], -1)
+  c = camera
+  centre = np.array([(c.cx - 0.5) * c.dist / c.focal, (c.cy - 0.5) * c.dist / c.focal, c.dist])
   trans = centre + sway  # the head centre (model origin) in the camera frame, before rotation
   head_pose = np.concatenate([rot[..., :, 0], rot[..., :, 1], trans], -1).astype(np.float32)
+  return head_pose, roll
 
-  # Face keypoints 0..10 from the projected head.
+
+def _face(model, shape, expression, head_pose, fov, resolution):
+  """(face keypoints 0..10 [T, 11, 2] normalised, root joint [T, 3] in the camera frame, where
+  the neck meets the torso), both float64, from the projected head."""
   lm_ids, ear_ids = _face_keypoint_ids(model)
   face_kp, root_cam = _project_face(model, jnp.asarray(shape), jnp.asarray(expression),
                                     jnp.asarray(head_pose), jnp.float32(fov), jnp.asarray(lm_ids),
                                     jnp.asarray(ear_ids), size=resolution)
-  face_kp = np.asarray(face_kp, np.float64)
-  root_cam = np.asarray(root_cam, np.float64)  # root joint: where the neck meets the torso
+  return np.asarray(face_kp, np.float64), np.asarray(root_cam, np.float64)
 
-  # Body: a 2-D kinematic chain in the plane of the root joint (metres, x right, y down).
-  z = root_cam[:, 2]
-  scale = focal / z  # normalised image units per metre
-  rest_x = root_cam[:, 0] / z * focal + 0.5
-  rest_y = root_cam[:, 1] / z * focal + 0.5
-  anchor = np.stack([rest_x, rest_y], -1)  # normalised image position of the root joint
 
+def _arms(rng, num_frames, phrases, stress_t, roll, half_width):
+  """{side: (shoulder, elbow, wrist [T, 2], hand [T, 21, 2], hip [T, 2])} in metres relative to
+  the root joint (x right, y down): a 2-D kinematic chain whose forearms rise while a phrase is
+  spoken and beat on stressed syllables."""
   gesture_rate = rng.uniform(0.3, 1.0)
-  phrase_on = np.zeros(t_count)
-  tf = (np.arange(t_count) + 0.5) / FPS
+  phrase_on = np.zeros(num_frames)
+  tf = (np.arange(num_frames) + 0.5) / FPS
   for (p0, p1) in phrases:
     phrase_on = np.maximum(phrase_on, ((tf > p0 - 0.2) & (tf < p1 + 0.1)).astype(float))
   phrase_on = _gaussian_filter1d(phrase_on, 0.2 * FPS, mode="nearest")
@@ -471,18 +489,15 @@ def plan_clip(seed: int, num_frames: int = schema.CLIP_FRAMES, resolution: int =
   for side in ("left", "right"):
     pick = rng.uniform(size=len(stress_t)) < gesture_rate * (0.8 if side == "right" else 0.6)
     amps = rng.uniform(0.5, 1.0, len(stress_t)) * pick
-    beats[side] = _frame_pulses(stress_t, amps, t_count, 0.13, 0.28, delay=-0.05)
-  kp = np.zeros((t_count, body_lib.NUM_KEYPOINTS, 2))
-  kp[:, :11] = face_kp
-  tilt = 0.3 * roll + _smooth_noise(rng, t_count, 30, 0.02)
-  shoulder_c = np.stack([np.zeros(t_count), np.full(t_count, 0.115)], -1)
+    beats[side] = _frame_pulses(stress_t, amps, num_frames, 0.13, 0.28, delay=-0.05)
+  tilt = 0.3 * roll + _smooth_noise(rng, num_frames, 30, 0.02)
+  shoulder_c = np.stack([np.zeros(num_frames), np.full(num_frames, 0.115)], -1)
   across = np.stack([np.cos(tilt), np.sin(tilt)], -1)
-  hw = ident["shoulder_half_width"]
-  idle = {s: _smooth_noise(rng, t_count, 25, 0.08) for s in ("left", "right")}
+  idle = {s: _smooth_noise(rng, num_frames, 25, 0.08) for s in ("left", "right")}
   joints_m = {}
   for side, sgn in (("left", 1.0), ("right", -1.0)):
     g = gesture_rate * 0.45 * phrase_on + beats[side]
-    sh = shoulder_c + sgn * hw * across
+    sh = shoulder_c + sgn * half_width * across
     alpha = rng.uniform(0.08, 0.18) + 0.25 * g + 0.3 * idle[side]
     elbow = sh + 0.27 * np.stack([sgn * np.sin(alpha), np.cos(alpha)], -1)
     phi = rng.uniform(0.55, 0.85) + 1.25 * g + idle[side]
@@ -498,8 +513,21 @@ def plan_clip(seed: int, num_frames: int = schema.CLIP_FRAMES, resolution: int =
     hand_pts = wrist[:, None] + hand[None, :, :1] * ud[:, None] + hand[None, :, 1:] * vd[:, None]
     hip = shoulder_c + np.array([sgn * 0.14, 0.5])
     joints_m[side] = (sh, elbow, wrist, hand_pts, hip)
+  return joints_m
+
+
+def _body_keypoints(face_kp, joints_m, anchor, scale):
+  """(keypoints [T, 75, 2] float64, visibility [T, 75] float32): face keypoints 0..10 as given,
+  then the shoulders, arms, hands and hips of `joints_m` (metres, _arms) mapped into the image by
+  anchor [T, 2] (the root joint's normalised image position) and scale [T] (normalised image
+  units per metre); the legs are placed below the hips and marked invisible."""
+  num_frames = face_kp.shape[0]
+  kp = np.zeros((num_frames, contracts.NUM_KEYPOINTS, 2))
+  kp[:, :11] = face_kp
+
   def img(p):  # metres relative to the root joint -> normalised image coordinates
-    return anchor[:, None] + np.asarray(p).reshape(t_count, -1, 2) * scale[:, None, None]
+    return anchor[:, None] + np.asarray(p).reshape(num_frames, -1, 2) * scale[:, None, None]
+
   for side, off, ids in (("left", body_lib.LEFT_HAND_OFFSET, (11, 13, 15, 17, 19, 21, 23)),
                          ("right", body_lib.RIGHT_HAND_OFFSET, (12, 14, 16, 18, 20, 22, 24))):
     sh, elbow, wrist, hand_pts, hip = joints_m[side]
@@ -516,14 +544,52 @@ def plan_clip(seed: int, num_frames: int = schema.CLIP_FRAMES, resolution: int =
   inside = np.all((kp >= 0) & (kp <= 1), -1)
   vis = inside.astype(np.float32)
   vis[:, 25:33] = 0.0  # legs are below the frame or hidden: the torso continues off-screen
+  return kp, vis
+
+
+def plan_clip(seed: int, num_frames: int = schema.CLIP_FRAMES, resolution: int = 128,
+              head_model=None) -> Plan:
+  """All parameters and the audio of the clip of `seed` (no frames): see generate_clip.
+
+  Every random number comes from np.random.default_rng(seed), in this order: identity,
+  background, head shape, camera, speech, expression, head pose, arms (each helper draws its own
+  in turn, so the order of the calls below is part of the output).
+  """
+  if num_frames < 1 or resolution < 16 or resolution > schema.MAX_RESOLUTION or resolution % 2:
+    raise ValueError(f"plan_clip: num_frames={num_frames}, resolution={resolution}; expected "
+                     f"num_frames >= 1 and an even resolution in [16, {schema.MAX_RESOLUTION}].")
+  model = head_model if head_model is not None else head_lib.load_default()
+  rng = np.random.default_rng(seed)
+  t_count = int(num_frames)
+  ident = _identity(rng)
+  bg = _background(rng)
+  # Identity shape: sigma 0.7 keeps heads plausible; clipping stops rare extreme chins.
+  shape = np.clip(rng.normal(0, 0.7, contracts.NUM_SHAPE), -1.6, 1.6).astype(np.float32)
+  camera = _camera(rng)
+
+  num_samples = schema.num_samples(t_count)
+  syllables, phrases = _syllables(rng, num_samples / SR)
+  wave, curves = _speech(rng, syllables, phrases, num_samples)
+  stress_t = np.array([s0 + cd for (s0, _, cd, _, _, stressed) in syllables if stressed])
+  expression = _expression(rng, t_count, _mouth(curves, t_count), stress_t)
+  head_pose, roll = _head_pose(rng, t_count, stress_t, camera)
+
+  face_kp, root_cam = _face(model, shape, expression, head_pose, camera.fov, resolution)
+  # The body lies in the plane of the root joint.
+  z = root_cam[:, 2]
+  scale = camera.focal / z  # normalised image units per metre
+  anchor = np.stack([root_cam[:, 0] / z * camera.focal + 0.5,
+                     root_cam[:, 1] / z * camera.focal + 0.5], -1)  # the root joint in the image
+  joints_m = _arms(rng, t_count, phrases, stress_t, roll, ident["shoulder_half_width"])
+  kp, vis = _body_keypoints(face_kp, joints_m, anchor, scale)
 
   style = dict(ident)
   style.update({"background": bg, "scale_px_per_m": (scale * resolution).astype(np.float32),
                 "root_px": (anchor * resolution).astype(np.float32),
                 "resolution": resolution})
   audio16 = np.round(wave * 32767).astype(np.int16)
-  return Plan(clip_id=f"synthetic-{seed:08d}", audio=audio16, shape=shape, fov=np.float32(fov),
-              expression=expression, head_pose=head_pose,
+  return Plan(clip_id=f"synthetic-{seed:08d}", audio=audio16, shape=shape,
+              fov=np.float32(camera.fov), expression=expression, head_pose=head_pose,
               body_keypoints=kp.astype(np.float32), body_visibility=vis, style=style)
 
 
