@@ -65,7 +65,7 @@ def _base() -> ml_collections.ConfigDict:
   c.guidance = ml_collections.ConfigDict(dict(p_drop=0.1))   # hint + reference dropped together
   # Outpainting: with probability p the first 1..max_frames frames are given clean as context.
   c.context = ml_collections.ConfigDict(dict(p=0.5, max_frames=4))
-  # Generation (vlogger_jax/video_sampler.py): 'ddpm' (all steps, the paper's) | 'ddim' | 'dpm'.
+  # Generation (vlogger_jax/windowed_sampler.py): 'ddpm' (all steps, the paper's) | 'ddim' | 'dpm'.
   c.sampling = ml_collections.ConfigDict(dict(sampler="ddpm", num_steps=50, eta=0.0,
                                               guidance=1.0, overlap=4))
   # Every eval_every steps (control stage): reenact num_clips held-out windows. Ancestral DDIM

@@ -26,9 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import signal
 
-SAMPLE_RATE = 16000
-FPS = 24
-N_MELS = 256
+from vlogger_jax import contracts
+
+SAMPLE_RATE = contracts.SAMPLE_RATE
+FPS = contracts.FPS
+N_MELS = contracts.MEL_BINS
 WINDOW_SAMPLES = SAMPLE_RATE // 4  # 250 ms (paper, Supp. C.1).
 FFT_SIZE = 4096  # The window zero-padded to a power of two, which every backend's FFT handles best.
 N_FREQS = FFT_SIZE // 2 + 1

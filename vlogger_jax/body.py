@@ -11,12 +11,15 @@ are finite; an edge is drawn only when both of its ends are visible. Missing han
 returns none) are encoded as visibility 0; `sanitize` turns NaN coordinates into invisible zeros.
 """
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
+
+from vlogger_jax import contracts
 
 NUM_POSE = 33
 NUM_HAND = 21
 NUM_KEYPOINTS = NUM_POSE + 2 * NUM_HAND
+assert NUM_KEYPOINTS == contracts.NUM_KEYPOINTS  # the topology spells out the contract's 75
 LEFT_HAND_OFFSET = NUM_POSE
 RIGHT_HAND_OFFSET = NUM_POSE + NUM_HAND
 VISIBILITY_THRESHOLD = 0.5

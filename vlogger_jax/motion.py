@@ -1,6 +1,6 @@
 """The motion vector (223 numbers per frame) and its dataset normalisation statistics.
 
-Layout, fixed across the project (DESIGN.md §3):
+Layout, fixed across the project (docs/contracts.md; the sizes are vlogger_jax/contracts.py's):
   [0:64)    expression theta_e
   [64:73)   head-pose residual: 6-D rotation of R_ref^T R_t (6) | t_t - t_ref (3)
   [73:223)  body residual: keypoints_t - keypoints_ref, 75 x 2, flattened x0, y0, x1, y1, ...
@@ -21,12 +21,8 @@ import numpy as np
 
 from vlogger_jax import fileio
 from vlogger_jax import geometry
-
-NUM_EXPRESSION = 64
-HEAD_DIM = 9
-NUM_KEYPOINTS = 75
-BODY_DIM = NUM_KEYPOINTS * 2
-MOTION_DIM = NUM_EXPRESSION + HEAD_DIM + BODY_DIM  # 223
+from vlogger_jax.contracts import BODY_DIM, MOTION_DIM, NUM_EXPRESSION, NUM_KEYPOINTS  # noqa: F401
+from vlogger_jax.contracts import HEAD_POSE_DIM as HEAD_DIM
 EXPRESSION = slice(0, NUM_EXPRESSION)
 HEAD = slice(NUM_EXPRESSION, NUM_EXPRESSION + HEAD_DIM)
 BODY = slice(NUM_EXPRESSION + HEAD_DIM, MOTION_DIM)

@@ -238,8 +238,20 @@ def interpolate(frags: Fragments, faces, attrs):
 # ----------------------------------------------------------------------------------------------
 # Control images.
 
-# Channels of `controls_to_input`: dense (3) | semantic (NUM_CLASSES) | skeleton (3) | mask (1).
-CONTROL_CHANNELS = 3 + head_lib.NUM_CLASSES + 3 + 1
+# Channels of `controls_to_input`, in this order: dense (3) | semantic (NUM_CLASSES) | skeleton
+# (3) | mask (1). CONTROL_LAYOUT names each group's slice; everything that reads the network
+# input by channel (e.g. a picture of the controls) goes through it.
+def _layout(groups) -> dict:
+  out, start = {}, 0
+  for name, size in groups:
+    out[name] = slice(start, start + size)
+    start += size
+  return out
+
+
+CONTROL_LAYOUT = _layout((("dense", 3), ("semantic", head_lib.NUM_CLASSES), ("skeleton", 3),
+                          ("mask", 1)))
+CONTROL_CHANNELS = CONTROL_LAYOUT["mask"].stop
 
 
 class Appearance(NamedTuple):
@@ -394,7 +406,14 @@ def render_controls(model: head_lib.HeadModel, shape, expression, head_pose, bod
           "depth": frags.depth, "tri_id": frags.tri_id}
 
 
+def controls_rgb(controls):
+  """Network-input controls [..., CONTROL_CHANNELS] -> RGB [..., 3] in [0, 1] to look at: the
+  head's dense map (canonical coordinates as colours) over the body skeleton."""
+  return jnp.maximum(controls[..., CONTROL_LAYOUT["dense"]],
+                     controls[..., CONTROL_LAYOUT["skeleton"]])
+
+
 def controls_to_input(controls):
-  """Control dict -> network input [F, H, W, CONTROL_CHANNELS]: dense | semantic | skeleton | mask."""
-  return jnp.concatenate([controls["dense"], controls["semantic"], controls["skeleton"],
-                          controls["mask"]], axis=-1)
+  """Control dict -> network input [F, H, W, CONTROL_CHANNELS]: dense | semantic | skeleton | mask
+  (CONTROL_LAYOUT)."""
+  return jnp.concatenate([controls[name] for name in CONTROL_LAYOUT], axis=-1)

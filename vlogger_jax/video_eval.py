@@ -103,7 +103,7 @@ def pixel_jitter(video) -> float:
 
 def boundary_frames(length: int, starts, window: int) -> np.ndarray:
   """First newly generated frame of each window after the first [num_windows - 1]: the end of the
-  previous window (video_sampler.generate keeps the frames before it as context)."""
+  previous window (the windowed sampler keeps the frames before it as context)."""
   starts = np.asarray(starts, np.int64)
   ends = starts[:-1] + window
   return ends[(ends > 0) & (ends < length)]
@@ -111,7 +111,7 @@ def boundary_frames(length: int, starts, window: int) -> np.ndarray:
 
 def boundary_jump(video, starts, window: int) -> float:
   """Seam strength of outpainting in a video [T, H, W, C]: the mean |x[t+1] - x[t]| over the pairs
-  whose t + 1 is the first new frame of a window (`starts` from video_sampler.window_starts,
+  whose t + 1 is the first new frame of a window (`starts` from windowed_sampler.window_starts,
   `window` frames each) divided by the same mean over all other neighbouring pairs. 1 is
   seamless; nan when there is no boundary, no other pair, or the other pairs do not change."""
   v = _video(video, "video")

@@ -1,6 +1,6 @@
 """Synthetic talking humans: clips in the dataset format, generated deterministically from a seed.
 
-With no data at hand every command still runs end to end on these clips (DESIGN.md §6). A clip is
+With no data at hand every command still runs end to end on these clips. A clip is
 a random identity (head shape, skin, hair, eyes, clothes, background, camera, framing from a tight
 face to the torso with hands) speaking syllables of synthetic speech. The audio drives the motion
 through fixed, documented rules (docs/synthetic.md), so the audio-to-motion relation is real and a

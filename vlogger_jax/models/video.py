@@ -168,18 +168,24 @@ class VideoModel:
     # Frames past the end repeat the last one: they are generated, then cut off.
     per_frame = {k: windowed_sampler.pad_frames(f32(clip[k]), padded)
                  for k in contracts.FRAME_KEYS}
-    ref_controls = frame_controls(self.head_model, shape, fov,
-                                  *(f32(clip[f"ref_{k}"]) for k in contracts.FRAME_KEYS), size)
+
+    # Controls are rendered example by example (vmap): the rasterizer sizes its work by the
+    # number of frames it is given, which must stay static when the batch is symbolic (export).
+    def render(shape_b, fov_b, *frames_b):
+      n = frames_b[0].shape[0]
+      return frame_controls(self.head_model, jnp.broadcast_to(shape_b, (n,) + shape_b.shape),
+                            jnp.broadcast_to(fov_b, (n,)), *frames_b, size)
+
+    ref_controls = jax.vmap(render)(shape, fov, *(f32(clip[f"ref_{k}"])[:, None]
+                                                  for k in contracts.FRAME_KEYS))[:, 0]
     ref = f32(ref_image)
 
     def window_cond(start, context, context_mask, valid):
       del valid  # padded frames are generated like the others
       seg = [jax.lax.dynamic_slice_in_dim(per_frame[k], start, w, axis=1)
              for k in contracts.FRAME_KEYS]
-      controls = frame_controls(self.head_model, jnp.broadcast_to(shape[:, None], (b, w) +
-                                                                  shape.shape[1:]),
-                                jnp.broadcast_to(fov[:, None], (b, w)), *seg, size)
-      return {"ref": ref, "ref_controls": ref_controls, "controls": controls,
+      return {"ref": ref, "ref_controls": ref_controls,
+              "controls": jax.vmap(render)(shape, fov, *seg),
               "context": context, "context_mask": context_mask}
 
     def apply(x, t, cond, drop):

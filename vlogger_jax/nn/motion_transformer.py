@@ -8,7 +8,7 @@ expression (64), head-pose residual (9) and body residual (150) of the clean mot
 
 Causality: frame i attends only to frames <= i that are not padding, so the prediction at frame i
 never depends on audio or noise after it. That is what lets long audio be generated window by
-window with the previous window's frames as context (vlogger_jax/motion_sampler.py).
+window with the previous window's frames as context (vlogger_jax/windowed_sampler.py).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vlogger_jax import motion as motion_lib
+from vlogger_jax import contracts
 from vlogger_jax.nn.layers import TimeEmbed, sharded_dense, timestep_embedding
 
-N_MELS = 256
+N_MELS = contracts.MEL_BINS
 # Log-mel values (audio.py: log(mel + 1e-10)) span about [-23, 5]; a fixed affine map brings them
 # near unit scale. A per-frame LayerNorm would erase loudness, the strongest cue for the mouth.
 MEL_CENTER, MEL_SCALE = -12.0, 6.0
@@ -106,7 +106,7 @@ class MotionTransformer(nn.Module):
       h = Block(self.width, self.heads, dropout=self.dropout, dtype=self.dtype,
                 param_dtype=self.param_dtype, name=f"block_{i}")(h, attn_mask, deterministic)
     h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="out_norm")(h)
-    outs = [dense(motion_lib.NUM_EXPRESSION, ("embed", None), "expression_out")(h),
-            dense(motion_lib.HEAD_DIM, ("embed", None), "head_out")(h),
-            dense(motion_lib.BODY_DIM, ("embed", None), "body_out")(h)]
+    outs = [dense(contracts.NUM_EXPRESSION, ("embed", None), "expression_out")(h),
+            dense(contracts.HEAD_POSE_DIM, ("embed", None), "head_out")(h),
+            dense(contracts.BODY_DIM, ("embed", None), "body_out")(h)]
     return jnp.concatenate(outs, axis=-1).astype(jnp.float32)
