@@ -28,7 +28,8 @@ DISTANCE = 1.2
 
 
 def clip_inputs(num_frames, seed=0):
-  """A synthetic clip: shape [64], expression [F, 64], head pose [F, 9], body [F, 75, 2], [F, 75]."""
+  """A synthetic clip: shape [64], expression [F, 64], head pose [F, 9], body keypoints
+  [F, 75, 2] and visibility [F, 75]."""
   rng = np.random.RandomState(seed)
   t = np.arange(num_frames) / 24.0
   expr = (0.3 * rng.normal(size=(num_frames, 64))).astype(np.float32)
@@ -80,7 +81,8 @@ def main(argv=None):
             "vertices": model.num_vertices, "budget": budget, "repeats": args.repeats,
             "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), "results": rows}
   print(f"device: {result['device']} ({backend}), {model.num_faces} triangles")
-  print(f"{'size':>6} {'frames':>7} {'compile s':>10} {'median s':>10} {'min s':>8} {'ms/frame':>9}")
+  print(f"{'size':>6} {'frames':>7} {'compile s':>10} {'median s':>10} {'min s':>8} "
+        f"{'ms/frame':>9}")
   for r in rows:
     print(f"{r['size']:>6} {r['frames']:>7} {r['compile_s']:>10.2f} {r['median_s']:>10.4f} "
           f"{r['min_s']:>8.4f} {r['ms_per_frame']:>9.3f}")
