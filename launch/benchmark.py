@@ -59,7 +59,7 @@ _PROFILE_DIR = flags.DEFINE_string("profile_dir", None, "Where the trace goes (d
 _INIT = flags.DEFINE_enum("init", "random", ["random", "model"],
                           "State of the timed steps: 'random' (Trainer.random_state: one random "
                           "draw, compiles in seconds) or 'model' (the model's own initialisers, "
-                          "as in training; a minute or more to compile at paper size).")
+                          "as in training; much slower to compile at paper size, BENCHMARKS.md).")
 _OUT = flags.DEFINE_string("out", None, "Write the figures as JSON to this path.")
 flags.mark_flags_as_required(["config"])
 
