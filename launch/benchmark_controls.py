@@ -1,34 +1,35 @@
 """Times `render.render_controls` (+ `controls_to_input`) for clips of frames at several sizes.
 
   python launch/benchmark_controls.py --frames 240 --sizes 128,512 --json /tmp/controls.json
+  python launch/benchmark_controls.py --frames 24 --sizes 64 --repeats 2 --warmup 1   # quick
 
-Compile time is measured separately (lower + compile); the run time is the median of --repeats
-timed calls after --warmup calls, each ended with block_until_ready. Frames are a synthetic clip:
+Compile time is measured apart (lower + compile); the run time is the median of --repeats timed
+calls after --warmup calls, each blocked on (vlogger_jax/timing.py). Frames are a synthetic clip:
 random expressions and small head motions of the procedural head at a talking-head framing.
+Measured figures and their commands: BENCHMARKS.md and docs/controls.md.
 """
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import numpy as np
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
-
-from vlogger_jax import body  # pylint: disable=wrong-import-position
-from vlogger_jax import geometry  # pylint: disable=wrong-import-position
-from vlogger_jax import head  # pylint: disable=wrong-import-position
-from vlogger_jax import render  # pylint: disable=wrong-import-position
+from vlogger_jax import body
+from vlogger_jax import fileio
+from vlogger_jax import geometry
+from vlogger_jax import head
+from vlogger_jax import render
+from vlogger_jax import timing
 
 FOV = 40.0
 DISTANCE = 1.2
 
 
 def clip_inputs(num_frames, seed=0):
-  """A synthetic clip: shape [64], expression [F, 64], head pose [F, 9], body [F, 75, 2], [F, 75]."""
+  """A synthetic clip: shape [64], expression [F, 64], head pose [F, 9], body keypoints
+  [F, 75, 2] and visibility [F, 75]."""
   rng = np.random.RandomState(seed)
   t = np.arange(num_frames) / 24.0
   expr = (0.3 * rng.normal(size=(num_frames, 64))).astype(np.float32)
@@ -69,29 +70,23 @@ def main(argv=None):
   for size in [int(s) for s in args.sizes.split(",")]:
     fn = jax.jit(controls_step, static_argnames=("size", "budget"))
     dev_inputs = jax.device_put(inputs, device)
-    t0 = time.perf_counter()
-    compiled = fn.lower(model, *dev_inputs, size=size, budget=budget).compile()
-    compile_s = time.perf_counter() - t0
-    for _ in range(args.warmup):
-      jax.block_until_ready(compiled(model, *dev_inputs))
-    times = []
-    for _ in range(args.repeats):
-      t0 = time.perf_counter()
-      jax.block_until_ready(compiled(model, *dev_inputs))
-      times.append(time.perf_counter() - t0)
+    compiled, compile_s = timing.compile_timed(fn, model, *dev_inputs, size=size, budget=budget)
+    _, times = timing.time_calls(compiled, model, *dev_inputs, repeats=args.repeats,
+                                 warmup=args.warmup)
+    median = timing.median(times)
     rows.append({"size": size, "frames": args.frames, "compile_s": compile_s,
-                 "median_s": statistics.median(times), "min_s": min(times),
-                 "ms_per_frame": 1e3 * statistics.median(times) / args.frames})
+                 "median_s": median, "min_s": min(times),
+                 "ms_per_frame": 1e3 * median / args.frames})
   result = {"device": str(device.device_kind), "backend": backend, "triangles": model.num_faces,
             "vertices": model.num_vertices, "budget": budget, "repeats": args.repeats,
             "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), "results": rows}
   print(f"device: {result['device']} ({backend}), {model.num_faces} triangles")
-  print(f"{'size':>6} {'frames':>7} {'compile s':>10} {'median s':>10} {'min s':>8} {'ms/frame':>9}")
+  print(f"{'size':>6} {'frames':>7} {'compile s':>10} {'median s':>10} {'min s':>8} "
+        f"{'ms/frame':>9}")
   for r in rows:
     print(f"{r['size']:>6} {r['frames']:>7} {r['compile_s']:>10.2f} {r['median_s']:>10.4f} "
           f"{r['min_s']:>8.4f} {r['ms_per_frame']:>9.3f}")
   if args.json:
-    from vlogger_jax import fileio
     fileio.write_json(args.json, result)
 
 

@@ -1,15 +1,22 @@
 r"""Synthetic clip generation rate (clips/s), host planning and rendering timed apart.
 
   python launch/benchmark_synthetic.py --frames=240 --resolution=128 --clips=8 --clips_per_call=4
+  python launch/benchmark_synthetic.py --frames=24 --resolution=64 --clips=2 --clips_per_call=2
+
+Plans --clips clips of the synthetic generator (vlogger_jax/data/synthetic.py: audio and motion
+parameters, on the host) and renders their frames --clips_per_call clips per call, after one
+untimed warm-up call that compiles the renderer. It prints the first call's time, the planning
+and rendering time per clip and the clips per second of both together. Measured figures and
+their commands: BENCHMARKS.md (Data).
 """
 
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
+import jax
 
-from absl import app, flags  # noqa: E402
+from vlogger_jax import head as head_lib
+from vlogger_jax.data import synthetic
 
 _FRAMES = flags.DEFINE_integer("frames", 240, "Frames per clip.")
 _RES = flags.DEFINE_integer("resolution", 128, "Frame size.")
@@ -19,11 +26,6 @@ _PER_CALL = flags.DEFINE_integer("clips_per_call", 1, "Clips rendered in one cal
 
 def main(argv):
   del argv
-  import jax
-
-  from vlogger_jax import head as head_lib
-  from vlogger_jax.data import synthetic
-
   model = head_lib.load_default()
   per = _PER_CALL.value
   warm = [synthetic.plan_clip(s, _FRAMES.value, _RES.value, model) for s in range(per)]

@@ -2,99 +2,118 @@ r"""Times video generation with the base video model: ms per frame per denoising
 
   python launch/benchmark_video.py --config=configs/base128.py --frames=48 --num_steps=25 \
       --out=video_sampling.json
+  python launch/benchmark_video.py --config=configs/base128.py:tiny --frames=16 --num_steps=3 \
+      --samplers=ddim --guidance=1 --repeats=1 --batch=2
 
-Parameters are freshly initialised (config.pretrained is taken as 'none'; speed does not depend
-on training), the clip's motion comes from the synthetic planner (no frames are rendered), and the
-whole outpainting generation (vlogger_jax/video_sampler.py, one jitted function) is timed for each
-sampler of --samplers, with and without classifier-free guidance. Compile time is reported apart;
-the figure is the median of --repeats calls after one warm-up. "ms per frame-step" divides the
-call by the frames actually denoised (windows x window frames, overlap included) and the steps.
+Builds the config's VideoModel with freshly initialised parameters (no pre-trained image model
+is loaded; speed does not depend on training). The clips' motion comes from the synthetic planner
+(one identity per --batch element, no frames rendered) and the reference images are blank. The
+whole outpainting generation (VideoModel.generate, one jitted call for the batch) is timed for
+each sampler of --samplers, with each guidance weight of --guidance: the first call's time
+(compilation included) apart from the median of --repeats timed calls (vlogger_jax/timing.py).
+"ms per frame-step" divides a call by the frames actually denoised (batch x windows x window
+frames, overlap and end padding included) and the steps; "frames/s" counts output frames of the
+whole batch. --out writes the rows as JSON. Measured figures and their commands: BENCHMARKS.md.
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags, logging
+import flax.linen as nn
+import jax
+from ml_collections import config_flags
+import numpy as np
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from vlogger_jax import contracts
+from vlogger_jax import fileio
+from vlogger_jax import timing
+from vlogger_jax import windowed_sampler
+from vlogger_jax.data import synthetic
+from vlogger_jax.models.video import VideoModel
+from vlogger_jax.train import config_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Video config (control stage).",
-                                          lock_config=True)
-_FRAMES = flags.DEFINE_integer("frames", 48, "Frames to generate.")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Video config (task 'video'), e.g. "
+                                          "configs/base128.py:tiny.", lock_config=True)
+_FRAMES = flags.DEFINE_integer("frames", 48, "Frames to generate per clip.")
 _STEPS = flags.DEFINE_integer("num_steps", 25, "Denoising steps per window (ddim, dpm).")
 _SAMPLERS = flags.DEFINE_list("samplers", ["ddim", "dpm"], "Samplers to time: ddim, dpm, ddpm "
                               "(ddpm runs all config.diffusion.num_steps steps).")
 _GUIDANCE = flags.DEFINE_list("guidance", ["1", "2"], "Guidance weights to time (1: none).")
+_BATCH = flags.DEFINE_integer("batch", 1, "Clips (identities) generated in one call.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls.")
 _OUT = flags.DEFINE_string("out", None, "Write the figures as JSON here.")
 flags.mark_flags_as_required(["config"])
 
 
+def planned_clips(model: VideoModel, batch: int, num_frames: int) -> dict:
+  """A batch of clips of motion parameters (contracts.CLIP_KEYS, leading dim `batch`) from the
+  synthetic planner: clip i is the plan of seed i, its reference frame the plan's first."""
+  plans = [synthetic.plan_clip(i, num_frames=num_frames, resolution=model.size,
+                               head_model=model.head_model) for i in range(batch)]
+  clip = {"shape": np.stack([p.shape for p in plans]),
+          "fov": np.asarray([p.fov for p in plans], np.float32)}
+  for k in contracts.FRAME_KEYS:
+    clip[k] = np.stack([getattr(p, k) for p in plans])
+    clip[f"ref_{k}"] = clip[k][:, 0]
+  return {k: v.astype(np.float32) for k, v in clip.items()}
+
+
+def check_flags(config) -> str | None:
+  """One sentence on what is wrong with the flags, or None."""
+  if config.get("task") != "video":
+    return (f"--config is task '{config.get('task')}'; expected a control-stage config of the "
+            "video model (configs/base128.py or its :small / :tiny variants).")
+  if _FRAMES.value < 1 or _BATCH.value < 1 or _REPEATS.value < 1 or _STEPS.value < 1:
+    return (f"--frames {_FRAMES.value}, --batch {_BATCH.value}, --repeats {_REPEATS.value}, "
+            f"--num_steps {_STEPS.value}; expected each to be at least 1.")
+  unknown = [s for s in _SAMPLERS.value if s not in windowed_sampler.SAMPLERS]
+  if unknown:
+    return (f"--samplers names '{unknown[0]}'; expected some of "
+            f"{', '.join(windowed_sampler.SAMPLERS)}.")
+  return None
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  import time
-
-  import jax
-  import numpy as np
-
-  from vlogger_jax import video_sampler
-  from vlogger_jax.data import synthetic
-  from vlogger_jax.train import config_lib
-  from vlogger_jax.train.tasks.video import VideoTask
-
-  config = config_lib.overridden(_CONFIG.value, pretrained="none")
-  if config.stage != "control":
-    sys.exit("error: --config is a pretrain stage; expected a control-stage config "
-             "(configs/base128.py or its :small / :tiny variants).")
-  task = VideoTask(config)
-  params = jax.jit(task.init)(jax.random.PRNGKey(0))
-  size, window = task.size, config.data.num_frames
-  if _FRAMES.value < window:
-    sys.exit(f"error: --frames is {_FRAMES.value}; expected at least the window of {window}.")
-  plan = synthetic.plan_clip(0, num_frames=_FRAMES.value, resolution=size,
-                             head_model=task.head_model)
-  clip = {"shape": plan.shape, "fov": np.float32(plan.fov)}
-  for k in video_sampler.FRAME_KEYS:
-    clip[k] = getattr(plan, k)
-    clip[f"ref_{k}"] = getattr(plan, k)[0]
-  ref = np.zeros((size, size, 3), np.float32)
-  overlap = config.sampling.overlap
-  windows = len(video_sampler.window_starts(_FRAMES.value, window, overlap))
+  config = _CONFIG.value
+  if (problem := check_flags(config)):
+    print(f"error: {problem}", file=sys.stderr)
+    return 1
+  model = VideoModel(config)
+  params = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0)))
+  size, window, overlap = model.size, model.num_frames, config.sampling.overlap
+  frames, batch = _FRAMES.value, _BATCH.value
+  clip = planned_clips(model, batch, frames)
+  ref = np.zeros((batch, size, size, 3), np.float32)
+  keys = windowed_sampler.batch_keys(jax.random.PRNGKey(0), batch)
+  windows = windowed_sampler.num_windows(frames, window, overlap)
   rows = []
   for sampler in _SAMPLERS.value:
     steps = config.diffusion.num_steps if sampler == "ddpm" else _STEPS.value
     for guidance in (float(g) for g in _GUIDANCE.value):
-      kw = dict(sampler=sampler, num_steps=steps, guidance=guidance, eta=0.0)
-      t = time.perf_counter()
-      np.asarray(task.generate(params, ref, clip, jax.random.PRNGKey(0), **kw))
-      compile_s = time.perf_counter() - t
-      times = []
-      for i in range(_REPEATS.value):
-        t = time.perf_counter()
-        np.asarray(task.generate(params, ref, clip, jax.random.PRNGKey(i + 1), **kw))
-        times.append(time.perf_counter() - t)
-      median = float(np.median(times))
-      rows.append({"sampler": sampler, "steps": steps, "guidance": guidance,
-                   "frames": _FRAMES.value, "windows": windows, "compile_s": compile_s,
+      cfg = model.sampler_config(sampler=sampler, num_steps=steps, guidance=guidance, eta=0.0)
+      first_s, times = timing.time_calls(model.jitted_generate, params, ref, clip, keys, cfg,
+                                         repeats=_REPEATS.value)
+      median = timing.median(times)
+      rows.append({"sampler": sampler, "steps": steps, "guidance": guidance, "batch": batch,
+                   "frames": frames, "windows": windows, "compile_s": first_s,
                    "median_s": median,
-                   "ms_per_frame_step": median / (windows * window * steps) * 1e3,
-                   "output_frames_per_s": _FRAMES.value / median})
+                   "ms_per_frame_step": median / (batch * windows * window * steps) * 1e3,
+                   "output_frames_per_s": batch * frames / median})
   device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
-  print(f"device: {device}, config {config.variant} ({config.model.name}), {size}², "
-        f"{_FRAMES.value} frames, window {window}, overlap {overlap}")
+  print(f"device: {device}, config {config.variant} ({config.model.name}), {size}², batch "
+        f"{batch} x {frames} frames, window {window}, overlap {overlap}")
   for r in rows:
     print(f"{r['sampler']:<5} {r['steps']:>4} steps  guidance {r['guidance']:g}  compile "
           f"{r['compile_s']:6.1f} s  median {r['median_s']:8.3f} s  "
           f"{r['ms_per_frame_step']:7.3f} ms/frame-step  {r['output_frames_per_s']:7.2f} frames/s")
   if _OUT.value:
-    from vlogger_jax import fileio
     fileio.write_json(_OUT.value, {"command": " ".join(sys.argv), "device": device, "rows": rows})
+  return 0
 
 
 if __name__ == "__main__":
-  from vlogger_jax.train.config_lib import preflight
-  if (problem := preflight(sys.argv)):
+  if (problem := config_lib.preflight(sys.argv)):
     sys.exit(f"error: {problem}")
-  app.run(main)
+  app.run(lambda argv: sys.exit(main(argv)))

@@ -3,26 +3,23 @@
   python launch/contact_sheet.py --out docs/controls_contact_sheet.png --size 224
 
 Columns are variants (shapes, expressions, poses); rows are the shaded render with the skeleton
-behind it, the dense map, the semantic classes (one colour per class) and the skeleton alone.
-Takes about half a minute on a laptop CPU.
+behind it, the dense map, the semantic classes (one colour per class) and the skeleton alone,
+all rendered in one jitted call. How long it takes is in BENCHMARKS.md (Pictures).
 """
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image, ImageDraw
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax.numpy as jnp  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
-from PIL import Image, ImageDraw  # pylint: disable=wrong-import-position
-
-from vlogger_jax import body  # pylint: disable=wrong-import-position
-from vlogger_jax import fileio  # pylint: disable=wrong-import-position
-from vlogger_jax import geometry  # pylint: disable=wrong-import-position
-from vlogger_jax import head  # pylint: disable=wrong-import-position
-from vlogger_jax import render  # pylint: disable=wrong-import-position
+from vlogger_jax import body
+from vlogger_jax import fileio
+from vlogger_jax import geometry
+from vlogger_jax import head
+from vlogger_jax import render
 
 FOV = 40.0
 DISTANCE = 1.5

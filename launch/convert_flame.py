@@ -11,12 +11,9 @@ chumpy objects, but convert only files you trust.
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from vlogger_jax import head  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vlogger_jax import head_flame  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vlogger_jax import head
+from vlogger_jax import head_flame
 
 
 def main(argv=None):

@@ -1,60 +1,119 @@
 r"""Evaluates a trained motion model on held-out clips: mouth correlation, LME, jitter, diversity.
 
-  python launch/eval_motion.py --config=configs/motion.py --workdir=workdir/motion \
+  python launch/eval_motion.py --workdir=workdir/motion \
       [--sampler=ddim --num_steps=50 --guidance=5] [--num_clips=32] [--out=eval.json]
+  python launch/eval_motion.py --workdir=workdir/motion --config=configs/motion.py \
+      --config.data.data_dir=/elsewhere/data      # the same run, its dataset moved
 
-Restores the workdir's latest checkpoint (EMA parameters when the run kept them) and prints the
-metrics of vlogger_jax/motion_eval.py averaged over clips of the dataset's test split.
+Loads the model and its inference weights from the run's latest checkpoint with the config the
+run saved (EMA parameters where it kept them; vlogger_jax/models/loading.py): no trainer or
+optimizer state is built. It generates --num_clips clips of the test split of the run's dataset
+(held-out identities), two samples each, and prints the metrics of evaluators.motion_scores
+(vlogger_jax/motion_eval.py) averaged over clips, as JSON; --out writes them too. --config is
+optional: the saved config is the truth, and a given one only says where the dataset is now; if
+it differs from the saved one in what shapes the model or its sampling (CHECKED_KEYS), the
+script says where and stops.
 """
 
-import os
+import json
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags, logging
+import jax
+from ml_collections import config_flags
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from vlogger_jax import checkpoint
+from vlogger_jax import evaluators
+from vlogger_jax import fileio
+from vlogger_jax.data import paths, pipelines
+from vlogger_jax.models import loading
+from vlogger_jax.train import config_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Optional: the run's config, e.g. to "
+                                          "say where its dataset is now (default: the config "
+                                          "saved with the checkpoint).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", 32, "Held-out clips to evaluate.")
-_SAMPLER = flags.DEFINE_string("sampler", None, "ddpm | ddim (default: the config's).")
-_STEPS = flags.DEFINE_integer("num_steps", None, "DDIM steps (default: the config's).")
+_SAMPLER = flags.DEFINE_string("sampler", None, "ddpm | ddim | dpm (default: the config's).")
+_STEPS = flags.DEFINE_integer("num_steps", None, "DDIM/DPM steps (default: the config's).")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "Guidance weight (default: the config's).")
 _OUT = flags.DEFINE_string("out", None, "Write the metrics as JSON here.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
+
+# What must match between --config and the checkpoint's own config for the numbers to mean
+# what the user thinks they mean.
+CHECKED_KEYS = ("task", "model", "diffusion", "data.max_frames", "data.absolute")
+NUM_SAMPLES = 2   # samples per clip (the diversity metric compares them)
+
+
+def config_differences(saved: dict, given: dict) -> list[str]:
+  """Dotted keys of CHECKED_KEYS where two config dicts differ (after a JSON round trip, one
+  level into dicts; config.model.network, which a run may write into its saved config from the
+  other model keys, left out). The rule of launch/eval_video.py, over a motion model's keys."""
+
+  def at(d, path):
+    for part in path.split("."):
+      d = d.get(part) if isinstance(d, dict) else None
+    if path == "model" and isinstance(d, dict):
+      d = {k: v for k, v in d.items() if k != "network"}
+    return json.loads(json.dumps(d))
+
+  out = []
+  for path in CHECKED_KEYS:
+    a, b = at(saved, path), at(given, path)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += [f"{path}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    elif a != b:
+      out.append(path)
+  return out
+
+
+def data_config(loaded: loading.Loaded, given):
+  """The config whose data section names the held-out dataset: --config when given (after
+  checking it against the saved one), else the saved config."""
+  if given is None:
+    return loaded.config
+  differ = config_differences(loaded.config.to_dict(), given.to_dict())
+  if differ:
+    raise ValueError(f"--config differs from the config of checkpoint {loaded.step} in "
+                     f"{loaded.workdir} at {', '.join(differ)}; expected the run's own config "
+                     "(the same overrides as given to launch/train.py), or no --config.")
+  return given
+
+
+def held_out_records(config, num_clips: int) -> list:
+  """The first `num_clips` records of the test split of config's dataset (None: unreadable)."""
+  records = pipelines.open_records(paths.dataset_dir(config.data), "test")
+  if not len(records):
+    raise ValueError(f"the test split of {records.version_dir} is empty; expected held-out "
+                     "clips to evaluate on.")
+  return [records[i] for i in range(min(num_clips, len(records)))]
 
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)
-  import json
-
-  import jax
-
-  from vlogger_jax.train import checkpoint, loop
-
-  config = _CONFIG.value
-  trainer = loop.Trainer(config)
-  ckpt = checkpoint.Checkpointer(_WORKDIR.value, keep=config.checkpoint.keep)
-  step = ckpt.latest_step()
-  if step is None:
-    sys.exit(f"error: no checkpoint in {ckpt.directory}; train first with launch/train.py.")
-  state, _ = ckpt.restore(step, trainer.abstract_state)
-  ckpt.close()
+  logging.set_verbosity(logging.WARNING)  # Orbax narrates every restore at INFO
   overrides = {k: v for k, v in (("sampler", _SAMPLER.value), ("num_steps", _STEPS.value),
                                  ("guidance", _GUIDANCE.value)) if v is not None}
-  metrics = trainer.task.evaluate(trainer.eval_params(state), jax.random.PRNGKey(0),
-                                  num_clips=_NUM_CLIPS.value, **overrides)
-  metrics = {"step": step, **overrides, **metrics}
+  try:
+    if _NUM_CLIPS.value < 1:
+      raise ValueError(f"--num_clips is {_NUM_CLIPS.value}; expected at least 1.")
+    loaded = loading.load(_WORKDIR.value, expect=("motion",))
+    records = held_out_records(data_config(loaded, _CONFIG.value), _NUM_CLIPS.value)
+    metrics = evaluators.motion_scores(loaded.model, loaded.params, records,
+                                       jax.random.PRNGKey(0), num_samples=NUM_SAMPLES,
+                                       **overrides)
+  except (ValueError, checkpoint.CheckpointError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 1
+  metrics = {"step": loaded.step, **overrides, **metrics}
   print(json.dumps(metrics, indent=1))
   if _OUT.value:
-    from vlogger_jax import fileio
     fileio.write_json(_OUT.value, metrics)
+  return 0
 
 
 if __name__ == "__main__":
-  from vlogger_jax.train.config_lib import preflight
-  if (problem := preflight(sys.argv)):
+  if (problem := config_lib.preflight(sys.argv)):
     sys.exit(f"error: {problem}")
-  app.run(main)
+  app.run(lambda argv: sys.exit(main(argv)))

@@ -5,24 +5,20 @@
 
 Rows of the sheet are seeds (framings from a tight face to the torso with hands); columns are
 frames picked to show the mouth closed and open, a blink, and a gesture. The video puts four seeds
-side by side (the first one's audio). The envelope plot overlays the audio's per-frame RMS and the
-jaw curve. Takes a few minutes on a 2-core CPU.
+side by side (the first one's audio). The envelope plot (--envelope, needs matplotlib) overlays
+the audio's per-frame RMS and the jaw curve. How long it takes is in BENCHMARKS.md (Pictures).
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+from PIL import Image, ImageDraw
 
-import numpy as np  # pylint: disable=wrong-import-position
-from PIL import Image, ImageDraw  # pylint: disable=wrong-import-position
-
-from vlogger_jax import fileio  # pylint: disable=wrong-import-position
-from vlogger_jax import head  # pylint: disable=wrong-import-position
-from vlogger_jax import video_io  # pylint: disable=wrong-import-position
-from vlogger_jax.data import schema  # pylint: disable=wrong-import-position
-from vlogger_jax.data import synthetic  # pylint: disable=wrong-import-position
+from vlogger_jax import fileio
+from vlogger_jax import head
+from vlogger_jax import video_io
+from vlogger_jax.data import schema
+from vlogger_jax.data import synthetic
 
 E = head.EXPRESSION
 
@@ -77,6 +73,7 @@ def main(argv=None):
   print("wrote", args.video, "(audio of", clips[0]["id"] + ")")
 
   if args.envelope:
+    # matplotlib is no dependency of the package: only this optional plot needs it.
     import matplotlib  # pylint: disable=g-import-not-at-top
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top

@@ -68,3 +68,13 @@ def test_benchmark_reports_step_figures_and_a_profile(tmp_path):
   assert 0 < figures["mfu"] and figures["peak_source"] == "given by --peak_tflops"
   assert figures["profile"]["steps"] == 2 and figures["profile"]["kernels"] >= 1
   assert figures["profile"]["trace"].startswith(str(tmp_path / "prof"))
+
+
+def test_benchmark_of_a_motion_config_opens_no_dataset(tmp_path):
+  # On fake data the motion task gets identity statistics: a fresh machine must not build the
+  # synthetic set first (the paper config would build `large`).
+  data_dir = tmp_path / "data"
+  proc = run_python(["launch/benchmark.py", "--config=configs/motion.py:tiny", "--steps=1",
+                     "--warmup=0", "--peak_tflops=1", f"--config.data.data_dir={data_dir}"])
+  assert "step_s_median" in proc.stdout and "motion:tiny" in proc.stdout
+  assert not data_dir.exists()

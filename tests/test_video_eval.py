@@ -6,11 +6,15 @@ import os
 import re
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from conftest import REPO, run_python
 from vlogger_jax import video_eval
-from vlogger_jax import video_sampler
+from vlogger_jax import video_io
+from vlogger_jax import windowed_sampler
+from vlogger_jax.train import config_lib, loop
+from vlogger_jax.train.tasks import make_task
 
 T, S = 16, 24
 
@@ -80,10 +84,12 @@ def test_pixel_jitter_is_the_third_difference():
 
 def test_boundary_jump_finds_the_seams_of_the_sampler():
   window, overlap = 8, 4
-  starts = video_sampler.window_starts(T, window, overlap)           # 0, 4, 8
+  starts = windowed_sampler.window_starts(T, window, overlap)        # 0, 4, 8
   np.testing.assert_array_equal(video_eval.boundary_frames(T, starts, window), [8, 12])
-  # The seams of outpainting with 25 % overlap: the last window is shifted back to end at T.
-  starts25 = video_sampler.window_starts(T, window, 2)                # 0, 6, 8
+  # The seams of outpainting with 25 % overlap: the last window runs past T (the sampler pads
+  # the sequence at the end), and its first new frame is still a seam.
+  starts25 = windowed_sampler.window_starts(T, window, 2)             # 0, 6, 12
+  np.testing.assert_array_equal(starts25, [0, 6, 12])
   np.testing.assert_array_equal(video_eval.boundary_frames(T, starts25, window), [8, 14])
   t = np.arange(T, dtype=np.float64)[:, None, None, None]
   smooth = -0.8 + 0.05 * t * np.ones((T, 4, 4, 3))
@@ -104,25 +110,45 @@ SCRIPT = os.path.join(REPO, "launch/eval_video.py")
 
 @pytest.fixture(scope="module")
 def run(synthetic_tiny, tmp_path_factory):
-  """(data_dir, workdir) of a control-stage checkpoint of the untrained tiny model, made directly
-  (pretrained 'none': no pre-training; the evaluation restores the frozen image model from the
-  state, not from config.pretrained)."""
-  from vlogger_jax.train import checkpoint, config_lib, loop
+  """(data_dir, workdir) of a control-stage run of the tiny model trained for one step by the
+  training loop (pretrained 'none': no pre-training; the evaluation loads the frozen image model
+  from the run's checkpoint, never from config.pretrained)."""
   data_dir, _ = synthetic_tiny
   config = config_lib.overridden(config_lib.load_config_file(SPEC), pretrained="none",
-                                 **{"data.data_dir": data_dir})
+                                 num_train_steps=1, eval_every=0,
+                                 **{"data.data_dir": data_dir, "checkpoint.async_save": False})
   workdir = str(tmp_path_factory.mktemp("run"))
-  ckpt = checkpoint.Checkpointer(workdir, keep=1, async_save=False)
-  ckpt.save(1, loop.Trainer(config).init_state(), config.to_dict(), {}, force=True)
-  ckpt.wait()
-  ckpt.close()
+  loop.train(config, workdir, make_task(config))
   return data_dir, workdir
 
 
-def test_eval_video_end_to_end(run, tmp_path):
-  from PIL import Image
+def _eval_video_module(monkeypatch):
+  # A script, not a package module: importable only with launch/ on the path.
+  monkeypatch.syspath_prepend(os.path.join(REPO, "launch"))
+  import eval_video  # pylint: disable=g-import-not-at-top
+  return eval_video
 
-  from vlogger_jax import video_io
+
+def test_restore_takes_the_saved_config_and_checks_a_given_one(run, monkeypatch):
+  eval_video = _eval_video_module(monkeypatch)
+  data_dir, workdir = run
+  loaded, config = eval_video.restore(workdir)
+  assert loaded.step == 1 and config is loaded.config and config.data.data_dir == data_dir
+  assert loaded.model.num_frames == 8 and "network" in config.model
+  given = config_lib.overridden(config_lib.load_config_file(SPEC),
+                                **{"data.data_dir": "/moved"})
+  _, used = eval_video.restore(workdir, given)
+  assert used.data.data_dir == "/moved"        # the data's new place; the weights as saved
+  assert eval_video.sampler_settings(used, num_steps=2) == {
+      "sampler": "ddim", "num_steps": 2, "eta": 1.0, "guidance": 1.0}
+  saved = loaded.config.to_dict()
+  assert eval_video.config_differences(saved, given.to_dict()) == []
+  changed = config_lib.overridden(given, **{"model.temporal": "both", "diffusion.num_steps": 10})
+  assert sorted(eval_video.config_differences(saved, changed.to_dict())) == [
+      "diffusion.num_steps", "model.temporal"]
+
+
+def test_eval_video_end_to_end(run, tmp_path):
   data_dir, workdir = run
   out = tmp_path / "eval"
   # The tiny config as the user would pass it: pretrained '' (the script must not pre-train).
@@ -156,7 +182,8 @@ def test_eval_video_refuses_what_it_cannot_evaluate(run, tmp_path):
   data_dir, workdir = run
   cases = [
       ([f"--config={SPEC}_pretrain", f"--workdir={workdir}"], "expected the control stage"),
-      ([f"--config={SPEC}", f"--workdir={tmp_path}"], "holds no checkpoints/"),
+      ([f"--config={SPEC}", f"--workdir={tmp_path}"], "neither a run directory holding "
+       "checkpoints/"),
       ([f"--config={SPEC}", f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
         "--config.model.temporal=both", "--num_frames=16"], "differs from the config of "
        "checkpoint 1 in .* at model.temporal;"),
