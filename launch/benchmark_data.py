@@ -12,9 +12,9 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+from vlogger_jax.data import builders, pipelines
 
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset folder (from launch/build_dataset.py).")
 _CONFIG = flags.DEFINE_string("config", "small", "Without --dataset: synthetic config to build.")
@@ -30,7 +30,6 @@ _PIPELINES = flags.DEFINE_list("pipelines", ["motion", "video", "image"], "Which
 
 def main(argv):
   del argv
-  from vlogger_jax.data import builders, pipelines  # after flags: keeps --help fast
   path = _DATASET.value or builders.ensure_synthetic(_DATA_DIR.value, _CONFIG.value)
   common = dict(batch_size=_BATCH.value, seed=0, num_workers=_WORKERS.value)
   makers = {

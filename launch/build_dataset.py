@@ -8,12 +8,11 @@ is a no-op once finished; an interrupted build starts over from scratch on the n
 appear only when complete). docs/data.md describes the formats and sizes.
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags, logging
 
-from absl import app, flags, logging  # noqa: E402
+from vlogger_jax.data import builders
 
 _DATASET = flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "folder"],
                              "synthetic: generated clips; folder: .npz clips under --source.")
@@ -27,7 +26,6 @@ flags.mark_flags_as_required(["data_dir"])
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
-  from vlogger_jax.data import builders  # after flags: keeps --help fast
   try:
     if _DATASET.value == "synthetic":
       path = builders.ensure_synthetic(_DATA_DIR.value, _CONFIG.value, workers=_WORKERS.value)

@@ -46,34 +46,12 @@ CHECKED_KEYS = ("task", "model", "diffusion", "data.max_frames", "data.absolute"
 NUM_SAMPLES = 2   # samples per clip (the diversity metric compares them)
 
 
-def config_differences(saved: dict, given: dict) -> list[str]:
-  """Dotted keys of CHECKED_KEYS where two config dicts differ (after a JSON round trip, one
-  level into dicts; config.model.network, which a run may write into its saved config from the
-  other model keys, left out). The rule of launch/eval_video.py, over a motion model's keys."""
-
-  def at(d, path):
-    for part in path.split("."):
-      d = d.get(part) if isinstance(d, dict) else None
-    if path == "model" and isinstance(d, dict):
-      d = {k: v for k, v in d.items() if k != "network"}
-    return json.loads(json.dumps(d))
-
-  out = []
-  for path in CHECKED_KEYS:
-    a, b = at(saved, path), at(given, path)
-    if isinstance(a, dict) and isinstance(b, dict):
-      out += [f"{path}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    elif a != b:
-      out.append(path)
-  return out
-
-
 def data_config(loaded: loading.Loaded, given):
   """The config whose data section names the held-out dataset: --config when given (after
   checking it against the saved one), else the saved config."""
   if given is None:
     return loaded.config
-  differ = config_differences(loaded.config.to_dict(), given.to_dict())
+  differ = loading.config_differences(loaded.config.to_dict(), given.to_dict(), CHECKED_KEYS)
   if differ:
     raise ValueError(f"--config differs from the config of checkpoint {loaded.step} in "
                      f"{loaded.workdir} at {', '.join(differ)}; expected the run's own config "

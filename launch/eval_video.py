@@ -26,7 +26,6 @@ and gives the evaluation defaults (config.evaluation, config.sampling.guidance);
 from the saved one in what shapes the model (CHECKED_KEYS), the script says where and stops.
 """
 
-import json
 import math
 import os
 import sys
@@ -41,10 +40,10 @@ from vlogger_jax import checkpoint
 from vlogger_jax import contracts
 from vlogger_jax import evaluators
 from vlogger_jax import fileio
+from vlogger_jax import render
 from vlogger_jax import video_io
 from vlogger_jax.data import paths, pipelines
 from vlogger_jax.models import loading
-from vlogger_jax.models.video import frame_controls
 from vlogger_jax.train import config_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Optional: the run's config, e.g. "
@@ -91,14 +90,6 @@ def _overlap(window: int, divisor: int) -> int:
 
 
 # --- pictures: sample videos and the contact sheet ---
-
-def controls_rgb(controls):
-  """Control input [..., 22] in [0, 1] -> RGB [..., 3] in [0, 1] to look at: the dense map of the
-  head (canonical coordinates as colours) over the body skeleton."""
-  skeleton = 3 + contracts.NUM_CLASSES  # channels: dense 3 | semantic | skeleton 3 | mask 1
-  controls = np.asarray(controls, np.float32)
-  return np.maximum(controls[..., :3], controls[..., skeleton:skeleton + 3])
-
 
 def _uint8(x):
   """[-1, 1] floats -> uint8."""
@@ -171,28 +162,6 @@ def write_contact_sheet(path: str, rows: list[tuple[str, object, object]], frame
 
 # --- the run, its data and the sampler ---
 
-def config_differences(saved: dict, given: dict) -> list[str]:
-  """Dotted keys of CHECKED_KEYS where two config dicts differ (after a JSON round trip, one
-  level into dicts). config.model.network, which a run writes into its saved config from the
-  other model keys (models.resolve), is left out: the saved one is what loads."""
-
-  def at(d, path):
-    for part in path.split("."):
-      d = d.get(part) if isinstance(d, dict) else None
-    if path == "model" and isinstance(d, dict):
-      d = {k: v for k, v in d.items() if k != "network"}
-    return json.loads(json.dumps(d))
-
-  out = []
-  for path in CHECKED_KEYS:
-    a, b = at(saved, path), at(given, path)
-    if isinstance(a, dict) and isinstance(b, dict):
-      out += [f"{path}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    elif a != b:
-      out.append(path)
-  return out
-
-
 def restore(workdir: str, given=None):
   """(loading.Loaded, the config of the data and defaults: --config if given, else the saved
   one) of a control-stage run; EvalError or LoadError in one sentence if it cannot be used."""
@@ -202,7 +171,7 @@ def restore(workdir: str, given=None):
   loaded = loading.load(workdir, expect=("video",))
   if given is None:
     return loaded, loaded.config
-  differ = config_differences(loaded.config.to_dict(), given.to_dict())
+  differ = loading.config_differences(loaded.config.to_dict(), given.to_dict(), CHECKED_KEYS)
   if differ:
     raise EvalError(f"--config differs from the config of checkpoint {loaded.step} in "
                     f"{loaded.workdir} at {', '.join(differ)}; expected the run's own config "
@@ -271,15 +240,11 @@ def print_clips(scores: dict) -> None:
 
 def shown_controls(model, batch: dict, count: int) -> np.ndarray:
   """The controls of the first `count` clips to look at: uint8 RGB [count, T + 1, S, S, 3],
-  the clip's T frames then its reference frame, in one render call."""
+  the clip's T frames then its reference frame (the model's own render call)."""
   clip = {k: np.asarray(batch[k][:count], np.float32) for k in contracts.CLIP_KEYS}
-  t = clip["expression"].shape[1]
-  cat = lambda k: np.concatenate([clip[k], clip[f"ref_{k}"][:, None]], axis=1)  # noqa: E731
-  per = lambda k: np.broadcast_to(clip[k][:, None], (count, t + 1) + clip[k].shape[1:])  # noqa
-  render = jax.jit(frame_controls, static_argnames=("size",))
-  controls = render(model.head_model, per("shape"), per("fov"),
-                    *(cat(k) for k in contracts.FRAME_KEYS), size=model.size)
-  return (controls_rgb(controls) * 255).round().astype(np.uint8)
+  controls, ref_controls = jax.jit(model.controls)(clip)
+  both = np.concatenate([np.asarray(controls), np.asarray(ref_controls)[:, None]], axis=1)
+  return (np.asarray(render.controls_rgb(both)) * 255).round().astype(np.uint8)
 
 
 def write_pictures(out_dir: str, batch: dict, generated: dict, shown: np.ndarray, videos: int,

@@ -13,6 +13,7 @@ from conftest import REPO, run_python
 from vlogger_jax import video_eval
 from vlogger_jax import video_io
 from vlogger_jax import windowed_sampler
+from vlogger_jax.models import loading
 from vlogger_jax.train import config_lib, loop
 from vlogger_jax.train.tasks import make_task
 
@@ -142,9 +143,9 @@ def test_restore_takes_the_saved_config_and_checks_a_given_one(run, monkeypatch)
   assert eval_video.sampler_settings(used, num_steps=2) == {
       "sampler": "ddim", "num_steps": 2, "eta": 1.0, "guidance": 1.0}
   saved = loaded.config.to_dict()
-  assert eval_video.config_differences(saved, given.to_dict()) == []
+  assert loading.config_differences(saved, given.to_dict(), eval_video.CHECKED_KEYS) == []
   changed = config_lib.overridden(given, **{"model.temporal": "both", "diffusion.num_steps": 10})
-  assert sorted(eval_video.config_differences(saved, changed.to_dict())) == [
+  assert sorted(loading.config_differences(saved, changed.to_dict(), eval_video.CHECKED_KEYS)) == [
       "diffusion.num_steps", "model.temporal"]
 
 

@@ -14,6 +14,7 @@ sharded by their logical axis names with the run's sharding rules).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Sequence
 
@@ -111,3 +112,26 @@ def load(path: str, *, step: int | None = None, expect: Sequence[str] | None = N
   params = merge(restored.get(field, {}), restored.get("frozen", {}))
   return Loaded(model=model, params=params, config=config, step=step, workdir=workdir)
 
+
+
+def config_differences(saved: dict, given: dict, keys: Sequence[str]) -> list[str]:
+  """Dotted keys among `keys` where two config dicts differ (after a JSON round trip, one level
+  into dicts): where a config given on a command line disagrees with the one a run saved.
+  config.model.network, which a run writes into its saved config from the other model keys
+  (models.resolve), is left out: the saved one is what loads."""
+
+  def at(d, path):
+    for part in path.split("."):
+      d = d.get(part) if isinstance(d, dict) else None
+    if path == "model" and isinstance(d, dict):
+      d = {k: v for k, v in d.items() if k != "network"}
+    return json.loads(json.dumps(d))
+
+  out = []
+  for path in keys:
+    a, b = at(saved, path), at(given, path)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += [f"{path}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    elif a != b:
+      out.append(path)
+  return out
