@@ -57,13 +57,6 @@ def make_optimizer(opt, num_train_steps: int) -> tuple[optax.GradientTransformat
   return optax.chain(*chain, core), sched
 
 
-def tree_all_finite(tree) -> jax.Array:
-  leaves = jax.tree.leaves(tree)
-  if not leaves:
-    return jnp.array(True)
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-
-
 def ema_decay_at(step, decay: float, warmup: bool = True):
   """The EMA decay used at `step` (0-based count of updates before this one): `decay`, or with
   warmup min(decay, (1 + step) / (10 + step)), so that a short run's average is not dominated by

@@ -45,7 +45,6 @@ class VideoTask:
                        "pre-training run (configs/base128.py:pretrain) or 'none'; "
                        "launch/train.py pre-trains one first when it is empty.")
     self.image_params = None     # host arrays of the pre-trained image model, after prepare()
-    self.image_step = None
 
   def prepare(self) -> None:
     """Loads the pre-trained image model's weights (outside any trace); a network that does not
@@ -56,7 +55,6 @@ class VideoTask:
     loaded = loading.load(self.config.pretrained, step=None if step < 0 else step,
                           expect=("image",))
     self.image_params = jax.tree.map(np.asarray, loaded.params)
-    self.image_step = loaded.step
 
   def init(self, rng):
     if self.config.pretrained != "none" and self.image_params is None:
