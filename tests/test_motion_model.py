@@ -1,6 +1,6 @@
 """The audio-to-motion model: causality, masking, guidance, learning and long-audio generation."""
 
-import functools
+import copy
 import os
 
 import jax
@@ -12,7 +12,7 @@ from conftest import REPO
 
 from vlogger_jax import audio as audio_lib
 from vlogger_jax import motion as motion_lib
-from vlogger_jax import motion_sampler
+from vlogger_jax import windowed_sampler
 from vlogger_jax.train import config_lib
 from vlogger_jax.train.tasks.motion import MotionTask
 
@@ -69,10 +69,10 @@ def test_causal_mask_holds():
   mask = jnp.ones((1, W))
   t = jnp.array([500])
   i = 40
-  out = task.apply(params, x, t, mel, mask)
+  out = task.model.apply(params, x, t, mel, mask)
   x2 = x.at[:, i + 1:].set(rng.normal(size=(1, W - i - 1, 223)))
   mel2 = mel.at[:, i + 1:].set(5.0)
-  out2 = task.apply(params, x2, t, mel2, mask)
+  out2 = task.model.apply(params, x2, t, mel2, mask)
   np.testing.assert_allclose(out2[:, :i + 1], out[:, :i + 1], atol=1e-5)
   assert float(jnp.abs(out2[:, i + 1:] - out[:, i + 1:]).max()) > 1e-3  # later frames do change
 
@@ -98,20 +98,17 @@ def test_guidance_weight_one_is_conditional_and_zero_unconditional():
   task = tiny_task()
   params = _apply_params(task)
   rng = np.random.default_rng(2)
-  mel = jnp.asarray(rng.normal(size=(2, W, 256)), jnp.float32)
-  mask = jnp.ones((2, W))
-  ctx = jnp.zeros((2, W, 223))
-  key = jax.random.PRNGKey(0)
+  mel = jnp.asarray(rng.normal(size=(2, W, 256)), jnp.float32)   # one window: no context
+  keys = windowed_sampler.batch_keys(jax.random.PRNGKey(0), 2)
 
   def run(guidance, keep=None):
-    if keep is None:
-      cfg = task.sampler_config(guidance=guidance, sampler="ddim", num_steps=5, window=W)
-      return motion_sampler.sample_window(lambda p, *a: task.apply(p, *a), params, task.schedule,
-                                          mel, mask, ctx, mask * 0, key, cfg)
-    cfg = task.sampler_config(guidance=1.0, sampler="ddim", num_steps=5, window=W)
-    fixed = lambda p, x, t, m, k, c, cm, _: task.apply(p, x, t, m, k, c, cm, keep)
-    return motion_sampler.sample_window(fixed, params, task.schedule, mel, mask, ctx, mask * 0,
-                                        key, cfg)
+    model = task.model
+    if keep is not None:   # the model with its audio kept (1) or dropped (0) whatever the sampler
+      model = copy.copy(task.model)
+      model.apply = lambda p, x, t, m, k, c, cm, _: task.model.apply(p, x, t, m, k, c, cm, keep)
+      guidance = 1.0
+    cfg = model.sampler_config(guidance=guidance, sampler="ddim", num_steps=5, window=W)
+    return model.generate(params, mel, keys, cfg)
 
   np.testing.assert_allclose(run(1.0), run(None, keep=jnp.ones(2)), atol=1e-5)
   np.testing.assert_allclose(run(0.0), run(None, keep=jnp.zeros(2)), atol=1e-4)
@@ -152,9 +149,11 @@ def overfit():
 def test_tiny_model_overfits_one_clip_and_tracks_the_mouth(overfit):
   task, params, stats, losses, (mel, opening) = overfit
   assert np.mean(losses[-50:]) < np.mean(losses[:20]) / 5
-  gen = jax.jit(functools.partial(task.generate, num_samples=2, sampler="ddim", num_steps=25,
-                                  guidance=2.0, window=W, overlap=W // 2))
-  motion = np.asarray(gen(params, jnp.asarray(mel[:W * 2]), jax.random.PRNGKey(1)))
+  cfg = task.model.sampler_config(sampler="ddim", num_steps=25, guidance=2.0, window=W,
+                                  overlap=W // 2)
+  samples = jnp.broadcast_to(jnp.asarray(mel[:W * 2]), (2, W * 2, mel.shape[1]))
+  keys = windowed_sampler.batch_keys(jax.random.PRNGKey(1), 2)
+  motion = np.asarray(task.model.jitted_generate(params, samples, keys, cfg))
   jaw = stats.denormalize(motion)[..., 0]
   corrs = [np.corrcoef(sample, opening[:W * 2])[0, 1] for sample in jaw]
   print("mouth correlation per sample:", corrs)
@@ -167,14 +166,15 @@ def test_sixty_seconds_of_audio_give_1440_frames_without_seams(overfit):
   mel = audio_lib.mel_features(wave)
   assert mel.shape == (1440, 256)
   overlap = W // 2
-  gen = jax.jit(functools.partial(task.generate, sampler="ddim", num_steps=20, guidance=2.0,
-                                  window=W, overlap=overlap))
-  motion = np.asarray(gen(params, mel, jax.random.PRNGKey(0)))[0]
+  cfg = task.model.sampler_config(sampler="ddim", num_steps=20, guidance=2.0, window=W,
+                                  overlap=overlap)
+  motion = np.asarray(task.model.jitted_generate(params, jnp.asarray(mel)[None],
+                                                 jax.random.PRNGKey(0)[None], cfg))[0]
   assert motion.shape == (1440, 223)
   assert np.isfinite(motion).all()
   jumps = np.abs(np.diff(motion[:, :9], axis=0)).max(axis=1)   # [1439] per-frame change
   stride = W - overlap
-  n = motion_sampler.num_windows(1440, W, overlap)
+  n = windowed_sampler.num_windows(1440, W, overlap)
   seams = [k * stride + overlap - 1 for k in range(1, n)]      # jump into each window's first new frame
   inside = np.delete(jumps, seams)
   assert jumps[seams].max() <= inside.max()

@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 from conftest import REPO, run_python
 
-from vlogger_jax.train import checkpoint, config_lib, loop
-from vlogger_jax.train.state import ema_decay_at, ema_update, split_frozen
+from vlogger_jax import checkpoint
+from vlogger_jax.models.params import split_frozen
+from vlogger_jax.train import config_lib, loop
+from vlogger_jax.train.state import ema_decay_at, ema_update
+from vlogger_jax.train.tasks import make_task
 
 TRAIN = os.path.join(REPO, "launch", "train.py")
 
@@ -38,7 +41,7 @@ def read_metrics(workdir):
 
 def restore_params(workdir, config):
   """The latest checkpoint's trainable parameters, restored onto this process's one CPU device."""
-  trainer = loop.Trainer(config, devices=jax.devices()[:1])
+  trainer = loop.Trainer(config, make_task(config), devices=jax.devices()[:1])
   ckpt = checkpoint.Checkpointer(workdir, keep=3)
   step = ckpt.latest_step()
   state, _ = ckpt.restore(step, trainer.abstract_state)
@@ -54,8 +57,9 @@ _SHARDING_SCRIPT = """
 import json, sys
 import jax
 from vlogger_jax.train import config_lib, loop
+from vlogger_jax.train.tasks import make_task
 cfg = config_lib.overridden(config_lib.load_config_file('configs/toy.py:tiny'), **json.loads(sys.argv[2]))
-res = loop.train(cfg, sys.argv[1])
+res = loop.train(cfg, sys.argv[1], make_task(cfg))
 specs = sorted({str(x.sharding.spec) for x in jax.tree.leaves(res.state.params)})
 print('SPECS', json.dumps(specs), 'DEVICES', jax.device_count())
 """
@@ -145,9 +149,9 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
 
 def test_frozen_parameters_stay_identical_and_have_no_optimizer_state(tmp_path):
   cfg = toy_config(num_train_steps=30, frozen=("time_embed",), ema_decay=0.9)
-  trainer = loop.Trainer(cfg)
+  trainer = loop.Trainer(cfg, make_task(cfg))
   init = jax.tree.map(np.asarray, trainer.init_state())
-  result = loop.train(cfg, str(tmp_path))
+  result = loop.train(cfg, str(tmp_path), make_task(cfg))
   state = result.state
   assert set(state.frozen) == {"time_embed"} and "time_embed" not in state.params
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b),
@@ -310,7 +314,8 @@ def test_sigterm_that_also_ends_the_data_workers_still_saves(tmp_path, monkeypat
 
   monkeypatch.setattr(toy.ToyTask, "data_iterator",
                       lambda self, *a: DyingIterator(original(self, *a)))
-  result = loop.train(toy_config(num_train_steps=100, prefetch=0), str(tmp_path))
+  cfg = toy_config(num_train_steps=100, prefetch=0)
+  result = loop.train(cfg, str(tmp_path), make_task(cfg))
   assert result.stopped_early
   steps = sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit())
   assert steps == [7]
@@ -318,7 +323,8 @@ def test_sigterm_that_also_ends_the_data_workers_still_saves(tmp_path, monkeypat
 
 def test_random_state_is_shaped_sharded_and_trains_like_init_state():
   # Benchmarks time the step on Trainer.random_state (one random draw, quick to compile).
-  trainer = loop.Trainer(toy_config(frozen=("time_embed",), ema_decay=0.9))
+  cfg = toy_config(frozen=("time_embed",), ema_decay=0.9)
+  trainer = loop.Trainer(cfg, make_task(cfg))
   real, quick = trainer.init_state(), trainer.random_state(seed=1)
   shape = lambda s: jax.tree.map(lambda a: (a.shape, a.dtype, a.sharding), s)
   assert shape(quick) == shape(real)

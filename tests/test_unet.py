@@ -13,8 +13,8 @@ import pytest
 from flax import traverse_util
 
 from conftest import REPO, run_python
+from vlogger_jax.models.params import merge, split_frozen
 from vlogger_jax.nn import unet as unet_lib
-from vlogger_jax.train.state import merge, split_frozen
 
 B, T, S = 2, 4, 16
 

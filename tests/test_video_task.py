@@ -1,4 +1,5 @@
-"""The video task: auto pre-training, loading the image model, freezing, sharding, learning."""
+"""The video task: pre-training first (the stage chain), loading the image model, freezing,
+sharding, learning."""
 
 import json
 import os
@@ -13,10 +14,12 @@ from vlogger_jax import head as head_lib
 from vlogger_jax import render
 from vlogger_jax.data import builders
 from vlogger_jax.data import synthetic
+from vlogger_jax.models import loading
+from vlogger_jax.models.image import to_pixels
+from vlogger_jax.models.params import merge
 from vlogger_jax.nn import unet as unet_lib
-from vlogger_jax.train import config_lib, loop
-from vlogger_jax.train.state import merge
-from vlogger_jax.train.tasks import video
+from vlogger_jax.train import config_lib, loop, stages
+from vlogger_jax.train.tasks import make_task, video
 
 S, FRAMES, PRETRAIN_STEPS = 16, 24, 100
 CONFIG = os.path.join(REPO, "configs/base128.py:tiny")
@@ -53,37 +56,43 @@ def tiny_config(dataset, **overrides):
   return config_lib.overridden(config_lib.load_config_file(CONFIG), **{**defaults, **overrides})
 
 
+# The control stage of the chained run takes one step: the tests below train their own.
+CHAIN = {"num_train_steps": 1, "eval_every": 0}
+
+
 @pytest.fixture(scope="module")
 def run(dataset, tmp_path_factory):
-  """The control-stage config after VideoTask.prepare_run pre-trained its image model."""
+  """(control-stage config, workdir) after the stage chain pre-trained the image model in
+  <workdir>/pretrain and started the control stage on it."""
   workdir = str(tmp_path_factory.mktemp("run"))
-  config = video.VideoTask.prepare_run(tiny_config(dataset), workdir)
-  return config, workdir
+  stages.run(tiny_config(dataset, **CHAIN), workdir)
+  return stages.plan(tiny_config(dataset), workdir)[-1].config, workdir
 
 
 def test_config_variants_and_bad_settings(dataset):
   paper = config_lib.load_config_file(os.path.join(REPO, "configs/base128.py"))
-  assert (paper.stage, paper.optimizer.lr, paper.optimizer.schedule, paper.batch_size,
+  assert (paper.task, paper.optimizer.lr, paper.optimizer.schedule, paper.batch_size,
           paper.num_train_steps, paper.data.num_frames, paper.data.resolution,
           paper.model.name, paper.diffusion.schedule, paper.precision.compute_dtype) == (
-              "control", 5e-5, "constant", 128, 280_000, 8, 128, "base128", "cosine", "bfloat16")
+              "video", 5e-5, "constant", 128, 280_000, 8, 128, "base128", "cosine", "bfloat16")
   assert tuple(paper.frozen) == unet_lib.FROZEN_PATTERNS
-  assert paper.pretrain_stage.stage == "pretrain"
+  assert paper.pretrain_stage.task == "image"
   tiny_pre = config_lib.load_config_file(os.path.join(REPO, "configs/base128.py:tiny_pretrain"))
-  assert tiny_pre.stage == "pretrain" and tuple(tiny_pre.frozen) == ()
+  assert tiny_pre.task == "image" and tuple(tiny_pre.frozen) == ()
   with pytest.raises(ValueError, match="config.pretrained is empty"):
     video.VideoTask(tiny_config(dataset))
-  with pytest.raises(ValueError, match="neither a workdir"):
-    video.VideoTask(tiny_config(dataset, pretrained=dataset))
-  with pytest.raises(ValueError, match="config.stage 'image'"):
-    video.VideoTask(tiny_config(dataset, stage="image", pretrained="none"))
+  task = video.VideoTask(tiny_config(dataset, pretrained=dataset))
+  with pytest.raises(loading.LoadError, match="is neither a run directory holding checkpoints/"):
+    task.prepare()          # the image model is loaded before tracing, not when the task is made
+  with pytest.raises(ValueError, match="config.task 'image_model' is unknown"):
+    make_task(tiny_config(dataset, task="image_model", pretrained="none"))
 
 
 def test_paper_size_control_step_traces_with_only_the_copy_trainable():
   config = config_lib.overridden(
       config_lib.load_config_file(os.path.join(REPO, "configs/base128.py")), pretrained="none",
       batch_size=8)
-  trainer = loop.Trainer(config)          # shapes only: nothing of the 730 M parameters exists
+  trainer = loop.Trainer(config, make_task(config))   # shapes only: none of the 730 M exists
   state = trainer.abstract_state
   count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
   assert 500e6 < count(state.frozen) < 520e6 and 200e6 < count(state.params) < 240e6
@@ -94,8 +103,8 @@ def test_paper_size_control_step_traces_with_only_the_copy_trainable():
 
 
 def test_data_iterators_yield_the_batch_spec(dataset):
-  for stage, frames in (("pretrain", 1), ("control", 8)):
-    task = video.VideoTask(tiny_config(dataset, stage=stage, pretrained="none"))
+  for name, frames in (("image", 1), ("video", 8)):
+    task = make_task(tiny_config(dataset, task=name, pretrained="none"))
     batch = next(task.data_iterator(0, 1, 3))
     spec = task.batch_spec(3)
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
@@ -106,14 +115,14 @@ def test_data_iterators_yield_the_batch_spec(dataset):
 def test_example_batch_has_the_spec_and_renders_people(dataset):
   # Benchmarks time the step on this batch: its parameters must be the synthetic generator's, so
   # the rendered controls show a person of plausible size (uniform random ones do not).
-  for stage, frames in (("pretrain", 1), ("control", 8)):
-    task = video.VideoTask(tiny_config(dataset, stage=stage, pretrained="none"))
+  for name, frames in (("image", 1), ("video", 8)):
+    task = make_task(tiny_config(dataset, task=name, pretrained="none"))
     batch = task.example_batch(3, seed=1)
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
         k: (s.shape, s.dtype) for k, (s, _) in task.batch_spec(3).items()}
   for k, v in task.example_batch(3, seed=1).items():
     np.testing.assert_array_equal(v, batch[k])
-  controls, ref_controls = jax.jit(task.controls)(batch)
+  controls, ref_controls = jax.jit(task.model.controls)(batch)
   mask = np.asarray(controls[..., -1]) > 0               # the last channel is the foreground
   assert controls.shape == (3, frames, S, S, render.CONTROL_CHANNELS)
   assert 0.03 < mask.mean() < 0.9 and mask.reshape(3 * frames, -1).any(axis=1).all()
@@ -122,14 +131,17 @@ def test_example_batch_has_the_spec_and_renders_people(dataset):
 
 def test_tiny_image_model_is_pretrained_first_and_overfits_one_clip(run):
   config, workdir = run
-  pre = os.path.join(workdir, video.PRETRAIN_SUBDIR)
+  pre = os.path.join(workdir, stages.PRETRAIN_SUBDIR)
   assert config.pretrained == pre
+  # The control stage trained on the finished image model and recorded the step it was built on.
+  saved, _, _ = loading.read_config(workdir)
+  assert (saved.task, saved.pretrained, saved.pretrained_step) == ("video", pre, PRETRAIN_STEPS)
   with open(os.path.join(pre, "metrics.jsonl")) as f:
     losses = [m["loss"] for m in map(json.loads, f) if "loss" in m]
   assert len(losses) == PRETRAIN_STEPS // 20
   assert losses[-1] < losses[0] / 3, losses        # the untrained model predicts ε = 0: loss ~1
-  # A finished pre-training is reused, not repeated.
-  assert video.VideoTask.prepare_run(tiny_config(config.data.path), workdir).pretrained == pre
+  # A finished pre-training is reused, not repeated (the finished control stage only resumes).
+  stages.run(tiny_config(config.data.path, **CHAIN), workdir)
   with open(os.path.join(pre, "metrics.jsonl")) as f:
     assert len(f.readlines()) == len(losses)
 
@@ -137,7 +149,7 @@ def test_tiny_image_model_is_pretrained_first_and_overfits_one_clip(run):
 @pytest.fixture(scope="module")
 def control(run):
   config, _ = run
-  trainer = loop.Trainer(config)
+  trainer = loop.Trainer(config, make_task(config))
   batch = next(trainer.task.data_iterator(0, 1, trainer.local_batch))
   return trainer, batch
 
@@ -147,15 +159,15 @@ def test_control_stage_starts_as_the_pretrained_image_model(run, control):
   trainer, batch = control
   task = trainer.task
   state = trainer.init_state()
-  image_params = video.load_image_params(config.pretrained)
-  image = unet_lib.UNet(task.control_cfg.unet)
+  image_params = loading.load(config.pretrained, expect=("image",)).params
+  image = unet_lib.UNet(task.model.network.unet)
   x = jax.random.normal(jax.random.PRNGKey(0), batch["frames"].shape, jnp.float32)
   t = jnp.array([400, 900], jnp.int32)
-  ref = video.to_pixels(batch["ref_frame"])
-  controls, ref_controls = jax.jit(task.controls)(batch)
+  ref = to_pixels(batch["ref_frame"])
+  controls, ref_controls = jax.jit(task.model.controls)(batch)
   cond = {"ref": ref, "ref_controls": ref_controls, "controls": controls,
-          "context": video.to_pixels(batch["frames"]), "context_mask": jnp.ones((2, 8))}
-  got = jax.jit(task.apply)(merge(state.params, state.frozen), x, t, cond)
+          "context": to_pixels(batch["frames"]), "context_mask": jnp.ones((2, 8))}
+  got = jax.jit(task.model.apply)(merge(state.params, state.frozen), x, t, cond)
   want = jax.jit(image.apply)({"params": image_params}, x, t, ref)
   assert float(jnp.abs(want).mean()) > 0.05          # a trained model, not the zero output conv
   np.testing.assert_allclose(got, want, atol=1e-5)
@@ -203,8 +215,9 @@ _SHARDED = """
 import json, sys
 import jax, numpy as np
 from vlogger_jax.train import config_lib, loop
+from vlogger_jax.train.tasks import make_task
 cfg = config_lib.overridden(config_lib.load_config_file(sys.argv[1]), **json.loads(sys.argv[2]))
-trainer = loop.Trainer(cfg)
+trainer = loop.Trainer(cfg, make_task(cfg))
 state = trainer.init_state()
 frozen = jax.tree.map(np.asarray, state.frozen)
 data = trainer.task.data_iterator(0, 1, trainer.local_batch)
