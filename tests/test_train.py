@@ -218,13 +218,31 @@ def _readme_main_command():
   return shlex.split(cmd)
 
 
+# The README's command shrunk to a few steps of each stage: the same config, flags and stages.
+SHRUNK = ["--config.num_train_steps=4", "--config.checkpoint.every=4", "--config.log_every=2",
+          "--config.eval_every=4", "--config.evaluation.num_clips=1",
+          "--config.evaluation.num_steps=2", "--config.pretrain_stage.num_train_steps=4",
+          "--config.pretrain_stage.log_every=2", "--config.pretrain_stage.checkpoint.every=4"]
+
+
+@pytest.mark.slow
 def test_readme_main_command_trains_and_leaves_checkpoint_and_metrics(tmp_path):
-  """The README's first command, as a newcomer runs it (workdir and data moved to tmp_path)."""
+  """The README's first command, as a newcomer runs it (workdir and data moved to tmp_path):
+  about 4 minutes on 2 cores, so `slow`; CI runs it shrunk (below)."""
+  _check_readme_main_command(tmp_path, [])
+
+
+def test_readme_main_command_shrunk_runs_every_stage(tmp_path):
+  _check_readme_main_command(tmp_path, SHRUNK)
+
+
+def _check_readme_main_command(tmp_path, extra):
   argv = _readme_main_command()
   argv = [a for a in argv[1:] if not a.startswith("--workdir")]
   argv += [f"--workdir={tmp_path / 'run'}", f"--config.data.data_dir={tmp_path / 'data'}"]
-  run_python(argv, timeout=1500)
+  run_python(argv + extra, timeout=1500)
   run = tmp_path / "run"
+  assert any(p.isdigit() for p in os.listdir(run / "pretrain" / "checkpoints"))
   assert any(p.isdigit() for p in os.listdir(run / "checkpoints"))
   assert os.listdir(run / "tensorboard")
   metrics = read_metrics(run)

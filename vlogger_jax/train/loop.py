@@ -223,17 +223,14 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def train(config, workdir: str, task, devices=None) -> TrainResult:
-  """Trains `task` (built from `config`) in `workdir`, resuming from its latest checkpoint;
-  returns the final state."""
-  config = models.resolve(config)   # the saved config spells out the network
+def _start(config, workdir: str, task, devices):
+  """(trainer, checkpointer, host data iterator, state): a new run, or the latest checkpoint's
+  state and data order; config.json is written once the run has started."""
   trainer = Trainer(config, task, devices)
   os.makedirs(workdir, exist_ok=True)
-  config_dict = config.to_dict()
   checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint.keep,
                                        config.checkpoint.async_save)
   data = task.data_iterator(jax.process_index(), jax.process_count(), trainer.local_batch)
-
   start = checkpointer.latest_step()
   if start is None:
     state = trainer.init_state()
@@ -244,10 +241,19 @@ def train(config, workdir: str, task, devices=None) -> TrainResult:
     if data_state is not None:
       data.set_state(data_state)
     _log(f"{config.task}: resumed from step {start} in {checkpointer.directory}")
-  # Written once the run has started: a start that fails (another architecture, say) leaves the
-  # workdir's config.json as the run that wrote the checkpoints had it.
+  # Written only now: a start that fails (another architecture, say) leaves the workdir's
+  # config.json as the run that wrote the checkpoints had it.
   if jax.process_index() == 0:
-    fileio.write_json(os.path.join(workdir, "config.json"), config_dict)
+    fileio.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  return trainer, checkpointer, data, state
+
+
+def train(config, workdir: str, task, devices=None) -> TrainResult:
+  """Trains `task` (built from `config`) in `workdir`, resuming from its latest checkpoint;
+  returns the final state."""
+  config = models.resolve(config)   # the saved config spells out the network
+  config_dict = config.to_dict()
+  trainer, checkpointer, data, state = _start(config, workdir, task, devices)
   writer = metrics_lib.MetricWriter(workdir)
   data = (DevicePrefetcher(data, trainer.device_batch, size=config.prefetch) if config.prefetch
           else DeviceIterator(data, trainer.device_batch))
