@@ -183,3 +183,21 @@ for path, expect in {[(p, e) for p, e, _ in cases]!r}:
   assert len(out) == len(cases), out
   for line, (path, _, message) in zip(out, cases):
     assert line.startswith("ERR") and message in line, (path, line)
+
+
+def test_weights_load_sharded_onto_a_mesh(video_run):
+  workdir = video_run[0]
+  script = f"""
+import jax, ml_collections, numpy as np
+from vlogger_jax import mesh as mesh_lib
+from vlogger_jax.models import loading
+mesh = mesh_lib.make_mesh(ml_collections.ConfigDict(dict(axes=("data", "fsdp"), shape=(2, 4))))
+sharded = loading.load({workdir!r}, mesh=mesh)
+single = loading.load({workdir!r})
+specs = {{str(x.sharding.spec) for x in jax.tree.leaves(sharded.params)}}
+same = all(np.array_equal(a, b) for a, b in
+           zip(jax.tree.leaves(sharded.params), jax.tree.leaves(single.params)))
+print("RESULT", any("fsdp" in s for s in specs), same, jax.device_count())
+"""
+  proc = run_python(["-c", script], devices=8)
+  assert proc.stdout.split("RESULT ", 1)[1].split() == ["True", "True", "8"], proc.stdout

@@ -259,7 +259,8 @@ def test_sharded_on_8_devices_matches_one_device(tmp_path):
       import jax, jax.numpy as jnp, numpy as np, flax.linen as nn
       from jax.sharding import NamedSharding, PartitionSpec as P
       from vlogger_jax.nn import unet as U
-      from vlogger_jax.train import config_lib, mesh as mesh_lib
+      from vlogger_jax import mesh as mesh_lib
+      from vlogger_jax.train import config_lib
 
       config = config_lib.engine_config()
       config.mesh.shape = (2, 4)

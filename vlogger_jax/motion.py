@@ -21,7 +21,8 @@ import numpy as np
 
 from vlogger_jax import fileio
 from vlogger_jax import geometry
-from vlogger_jax.contracts import BODY_DIM, MOTION_DIM, NUM_EXPRESSION, NUM_KEYPOINTS  # noqa: F401
+from vlogger_jax.contracts import (  # noqa: F401  (the motion vector's sizes, by their usual names)
+    BODY_DIM, MOTION_DIM, NUM_EXPRESSION, NUM_KEYPOINTS)
 from vlogger_jax.contracts import HEAD_POSE_DIM as HEAD_DIM
 EXPRESSION = slice(0, NUM_EXPRESSION)
 HEAD = slice(NUM_EXPRESSION, NUM_EXPRESSION + HEAD_DIM)

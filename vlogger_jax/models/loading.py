@@ -24,6 +24,7 @@ import ml_collections
 from jax.sharding import Mesh, SingleDeviceSharding
 
 from vlogger_jax import checkpoint as ckpt_lib
+from vlogger_jax import mesh as mesh_lib
 from vlogger_jax import models
 from vlogger_jax.models.params import merge, split_frozen
 
@@ -62,9 +63,8 @@ def _placement(abstract: Any, config, device=None, mesh: Mesh | None = None,
   """Shardings for a tree of boxed abstract parameters: on `mesh` by logical names (rules
   default to the run's), else replicated on `device` (default: the first device)."""
   if mesh is not None:
-    rules = rules if rules is not None else config.sharding_rules
-    rules = tuple((n, tuple(a) if isinstance(a, (list, tuple)) else a) for n, a in rules)
-    return nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+    return mesh_lib.logical_shardings(abstract, mesh,
+                                      rules if rules is not None else config.sharding_rules)
   device = device or jax.local_devices()[0]
   sharding = SingleDeviceSharding(device)
   return jax.tree.map(lambda _: sharding, nn.meta.unbox(abstract))

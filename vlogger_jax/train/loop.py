@@ -21,9 +21,9 @@ import optax
 
 from vlogger_jax import checkpoint as ckpt_lib
 from vlogger_jax import fileio
+from vlogger_jax import mesh as mesh_lib
 from vlogger_jax import models
 from vlogger_jax.models.params import merge, split_frozen
-from vlogger_jax.train import mesh as mesh_lib
 from vlogger_jax.train import metrics as metrics_lib
 from vlogger_jax.train.prefetch import DeviceIterator, DevicePrefetcher
 from vlogger_jax.train.state import TrainState, ema_decay_at, ema_update, make_optimizer

@@ -1,4 +1,4 @@
-"""What the image and video tasks share: the video batch's spec, a benchmark batch, the dataset."""
+"""What the image and video tasks share: the video batch's spec and a benchmark batch."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from vlogger_jax import contracts
-from vlogger_jax.data import paths, synthetic
+from vlogger_jax.data import synthetic
 
 
 def batch_spec(batch: int, num_frames: int, size: int) -> dict:
@@ -36,7 +36,3 @@ def example_batch(head_model, batch: int, num_frames: int, size: int, seed: int 
   return {k: np.stack([r[k] for r in rows]).astype(dtype)
           for k, (_, dtype) in contracts.video_batch_shapes(batch, n, size).items()}
 
-
-def dataset_path(config) -> str:
-  """The dataset folder of config.data (the synthetic set is built on first use)."""
-  return paths.dataset_dir(config.data)

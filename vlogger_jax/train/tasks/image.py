@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from vlogger_jax import diffusion
 from vlogger_jax import head as head_lib
-from vlogger_jax.data import pipelines
+from vlogger_jax.data import paths, pipelines
 from vlogger_jax.models.image import ImageModel, to_pixels
 from vlogger_jax.train.tasks import frames
 
@@ -52,7 +52,7 @@ class ImageTask:
 
   def data_iterator(self, process_index: int, process_count: int, local_batch: int):
     d = self.config.data
-    return pipelines.image_pipeline(frames.dataset_path(self.config), "train", local_batch,
+    return pipelines.image_pipeline(paths.dataset_dir(self.config.data), "train", local_batch,
                                     self.config.seed, process_index, process_count,
                                     resolution=self.size, num_workers=d.num_workers,
                                     min_ref_distance=d.min_ref_distance)

@@ -26,7 +26,7 @@ import numpy as np
 
 from vlogger_jax import diffusion
 from vlogger_jax import evaluators
-from vlogger_jax.data import pipelines
+from vlogger_jax.data import paths, pipelines
 from vlogger_jax.models import loading
 from vlogger_jax.models.image import to_pixels
 from vlogger_jax.models.video import VideoModel
@@ -93,7 +93,7 @@ class VideoTask:
 
   def data_iterator(self, process_index: int, process_count: int, local_batch: int):
     d = self.config.data
-    return pipelines.video_pipeline(frames.dataset_path(self.config), "train", local_batch,
+    return pipelines.video_pipeline(paths.dataset_dir(self.config.data), "train", local_batch,
                                     self.config.seed, process_index, process_count,
                                     resolution=self.size, num_frames=self.num_frames,
                                     num_workers=d.num_workers,
@@ -103,7 +103,7 @@ class VideoTask:
   def _eval_batch(self) -> dict:
     # Held-out identities: the test split; the same clips and windows at every evaluation.
     e, d = self.config.evaluation, self.config.data
-    it = pipelines.video_pipeline(frames.dataset_path(self.config), "test", e.num_clips, seed=0,
+    it = pipelines.video_pipeline(paths.dataset_dir(self.config.data), "test", e.num_clips, seed=0,
                                   resolution=self.size, num_frames=self.num_frames,
                                   min_ref_distance=d.min_ref_distance)
     return next(it)
