@@ -1,7 +1,6 @@
-"""Tests for vlogger_jax.audio: real files, a float64 reference, real ffmpeg and espeak-ng."""
+"""Tests for vlogger_jax.audio: real files, a float64 reference, real ffmpeg."""
 
 import fractions
-import shutil
 import subprocess
 
 import imageio_ffmpeg
@@ -12,8 +11,6 @@ import pytest
 from scipy.io import wavfile
 
 from vlogger_jax import audio
-
-HAS_ESPEAK = shutil.which("espeak-ng") is not None
 
 
 def _speechlike(rate, seconds, pitch=140.0):
@@ -275,33 +272,3 @@ def test_audio_for_frames_covers_exactly_its_frames():
   # Inside jit with a traced start it is a dynamic slice with the same samples.
   sliced = jax.jit(audio.audio_for_frames, static_argnums=2)(x[None], jnp.int32(37), 48)
   np.testing.assert_array_equal(np.asarray(sliced)[0], audio.audio_for_frames(x, 37, 48))
-
-
-# ---------------------------------------------------------------------------------------------
-# Text to speech.
-
-
-@pytest.mark.skipif(not HAS_ESPEAK, reason="espeak-ng is not installed")
-def test_text_to_speech_speaks():
-  x = audio.text_to_speech("Hello there. This sentence checks the speech synthesizer.")
-  assert x.dtype == np.float32 and x.ndim == 1
-  seconds = x.size / audio.SAMPLE_RATE
-  assert 1.5 < seconds < 8.0  # Nine words at 160 words per minute is about three seconds.
-  assert np.abs(x).max() > 0.05 and np.abs(x).max() <= 1.0
-  assert audio.mel_features(x).shape == (audio.num_frames(x.size), 256)
-  with pytest.raises(audio.TextToSpeechError, match="xx-no-such-voice"):
-    audio.text_to_speech("hello", voice="xx-no-such-voice")
-
-
-def test_text_to_speech_without_espeak_says_how_to_install(tmp_path, monkeypatch):
-  monkeypatch.setenv("PATH", str(tmp_path))  # A PATH with nothing on it.
-  with pytest.raises(audio.TextToSpeechError) as info:
-    audio.text_to_speech("hello")
-  message = str(info.value)
-  assert "espeak-ng" in message and "apt-get install espeak-ng" in message
-  assert "brew install espeak-ng" in message
-
-
-def test_text_to_speech_rejects_empty_text():
-  with pytest.raises(audio.AudioError, match="empty text"):
-    audio.text_to_speech("   ")

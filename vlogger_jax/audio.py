@@ -1,4 +1,4 @@
-"""Audio front-end: loading and resampling, log-mel features per video frame, text to speech.
+"""Audio front-end: loading and resampling, log-mel features per video frame.
 
 Conventions (docs/audio.md has the longer version):
 
@@ -11,15 +11,15 @@ Conventions (docs/audio.md has the longer version):
   the HTK mel scale from 0 Hz to 8 kHz, over a WINDOW_SAMPLES = 4000 (250 ms) periodic Hann window
   zero-padded to an FFT of FFT_SIZE = 4096. Power is in amplitude units (the window is normalised to
   sum to one), so a sine of amplitude A puts about A**2 / 4 into the band around its frequency.
+
+Text to speech is vlogger_jax/speech.py, which builds on this module.
 """
 
 import functools
 import math
 import os
-import shutil
 import struct
 import subprocess
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -47,16 +47,10 @@ SILENCE_PEAK = 1e-4
 _FRAME_NUM = SAMPLE_RATE // math.gcd(SAMPLE_RATE, FPS)
 _FRAME_DEN = FPS // math.gcd(SAMPLE_RATE, FPS)
 _HALF_WINDOW = WINDOW_SAMPLES // 2
-_INSTALL_ESPEAK = ("install it with `apt-get install espeak-ng` (Debian/Ubuntu) or "
-                   "`brew install espeak-ng` (macOS)")
 
 
 class AudioError(ValueError):
   """An audio input (file, array or text) cannot be used: missing, empty, corrupt or silent."""
-
-
-class TextToSpeechError(RuntimeError):
-  """The espeak-ng speech synthesizer is not installed or failed."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,34 +304,3 @@ def _parse_float_wav(data: bytes) -> tuple[np.ndarray, int]:
       return np.frombuffer(payload, "<f4").reshape(-1, channels), rate
     pos = body + size + (size & 1)
   raise ValueError("decoded audio has no data")
-
-
-# ---------------------------------------------------------------------------------------------
-# Text to speech.
-
-
-def text_to_speech(text: str, *, voice: str = "en-us", words_per_minute: int = 160) -> np.ndarray:
-  """Speech for `text` from the espeak-ng synthesizer, as load_audio returns it: -> [S] float32."""
-  if not text or not text.strip():
-    raise AudioError("text_to_speech got empty text; expected at least one word to speak.")
-  executable = shutil.which("espeak-ng")
-  if executable is None:
-    raise TextToSpeechError(f"text_to_speech needs the espeak-ng program, which is not on PATH; "
-                            f"{_INSTALL_ESPEAK}.")
-  with tempfile.TemporaryDirectory(prefix="vlogger_tts_") as tmp:
-    text_path, wav_path = os.path.join(tmp, "text.txt"), os.path.join(tmp, "speech.wav")
-    with open(text_path, "w", encoding="utf-8") as f:
-      f.write(text)
-    # Text goes through a file, not argv, so that long text or text starting with '-' is safe.
-    command = [executable, "-b", "1", "-v", voice, "-s", str(int(words_per_minute)),
-               "-w", wav_path, "-f", text_path]
-    proc = subprocess.run(command, capture_output=True, text=True, check=False)
-    if proc.returncode != 0 or not os.path.isfile(wav_path) or os.path.getsize(wav_path) == 0:
-      reason = (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]
-      raise TextToSpeechError(f"espeak-ng could not speak the text with voice {voice!r} "
-                              f"({reason}); expected a voice listed by `espeak-ng --voices`.")
-    audio = load_audio(wav_path, allow_silent=True)
-  if np.abs(audio).max() < SILENCE_PEAK:
-    raise AudioError(f"text_to_speech produced only silence for {text[:60]!r}; expected text with "
-                     "speakable words.")
-  return audio
