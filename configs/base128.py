@@ -120,6 +120,22 @@ def _small_pretrain(c):
   c.optimizer.warmup_steps = 500
 
 
+def _demo(c):
+  """The shipped default weights (vlogger_jax/assets/weights, docs/generation.md): the `small`
+  recipe on the `demo` networks (8 M parameters in all), trained for minutes on one GPU and
+  sampled on a CPU in minutes."""
+  _small(c)
+  c.model.name = "demo"
+  c.optimizer.lr = 3e-4
+  c.sampling.update(dict(sampler="ddim", num_steps=10, eta=1.0, overlap=2))
+
+
+def _demo_pretrain(c):
+  _small_pretrain(c)
+  c.model.name = "demo"
+  c.optimizer.lr = 5e-4
+
+
 def _tiny(c):
   c.model.update(dict(name="tiny", dropout=0.0))
   c.num_train_steps = 300
@@ -145,8 +161,10 @@ def _tiny_pretrain(c):
 
 
 _VARIANTS = {"default": lambda c: None, "pretrain": _pretrain, "small": _small,
-             "small_pretrain": _small_pretrain, "tiny": _tiny, "tiny_pretrain": _tiny_pretrain}
-_PRETRAIN_OF = {"default": "pretrain", "small": "small_pretrain", "tiny": "tiny_pretrain"}
+             "small_pretrain": _small_pretrain, "demo": _demo, "demo_pretrain": _demo_pretrain,
+             "tiny": _tiny, "tiny_pretrain": _tiny_pretrain}
+_PRETRAIN_OF = {"default": "pretrain", "small": "small_pretrain", "demo": "demo_pretrain",
+                "tiny": "tiny_pretrain"}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

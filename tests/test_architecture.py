@@ -18,6 +18,7 @@ LAYERS = {
     "data": {"data"},
     "evaluators": {"evaluators"},
     "train": {"train"},
+    "inference": {"inference"},
 }
 # Layer -> the layers below it that it may import (and itself).
 MAY_USE = {
@@ -28,6 +29,9 @@ MAY_USE = {
     "data": {"foundations", "representations", "data"},          # never models/ or above
     "evaluators": {"foundations", "representations", "nn", "models", "evaluators"},
     "train": {"foundations", "representations", "nn", "models", "data", "evaluators", "train"},
+    # Generation: the model layer and the data layer's synthetic references, never train/.
+    "inference": {"foundations", "representations", "nn", "models", "data", "evaluators",
+                  "inference"},
 }
 
 

@@ -30,7 +30,7 @@ from vlogger_jax.models.image import to_pixels
 def per_clip_keys(key: jax.Array, num: int) -> jax.Array:
   """Keys [num, 2] with clip i's key fold_in(key, i): a clip's sample does not depend on how
   many clips are evaluated with it."""
-  return jax.vmap(lambda i: jax.random.fold_in(key, i))(np.arange(num, dtype=np.uint32))
+  return windowed_sampler.example_keys(key, num)
 
 
 def motion_scores(model, params, records: Iterable[dict | None], key: jax.Array,

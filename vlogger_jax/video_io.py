@@ -77,46 +77,126 @@ def _write_wav(path: str, samples: np.ndarray) -> None:
     w.writeframes(samples.astype("<i2").tobytes())
 
 
-def write_video(path, frames, fps: float = 24, audio=None, crf: int = 18) -> str:
-  """Writes frames [T, H, W, 3] uint8 (and optional mono 16 kHz audio [S]) to an H.264/AAC mp4."""
-  path = os.fspath(path)
-  frames = _check_frames(frames)
-  if not fps or fps <= 0:
-    raise VideoError(f"write_video: fps is {fps}; expected a positive frame rate.")
-  directory = os.path.dirname(os.path.abspath(path))
-  if not os.path.isdir(directory):
-    raise VideoError(f"write_video: the folder of {path!r} does not exist; expected an existing "
-                     "folder to write the video into.")
-  samples = None if audio is None else _audio_int16(audio)
-  t, h, w, _ = frames.shape
-  fd, tmp = tempfile.mkstemp(prefix=".tmp_video_", suffix=".mp4", dir=directory)
-  os.close(fd)
-  wav = None
-  try:
-    cmd = [_ffmpeg(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           "-s", f"{w}x{h}", "-r", str(fps), "-i", "-"]
-    if samples is not None:
-      fd, wav = tempfile.mkstemp(prefix=".tmp_audio_", suffix=".wav", dir=directory)
-      os.close(fd)
-      _write_wav(wav, samples)
-      cmd += ["-i", wav]
-    cmd += ["-map", "0:v:0", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(int(crf)),
-            "-preset", "medium", "-movflags", "+faststart"]
-    if samples is not None:
-      cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "96k"]
-    cmd += ["-f", "mp4", tmp]
-    proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True, check=False)
-    if proc.returncode != 0:
-      reason = proc.stderr.decode(errors="replace").strip().splitlines()
-      raise VideoError(f"write_video: ffmpeg could not encode {path!r} "
-                       f"({reason[-1] if reason else 'no message'}).")
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would survive the rename
-    os.replace(tmp, path)
-  finally:
-    for leftover in (tmp, wav):
+class VideoWriter:
+  """An H.264/AAC mp4 written frame chunk by frame chunk, in constant memory (a long video
+  never has to be held whole): frames go down a pipe into ffmpeg, which writes to a temporary
+  name beside `path`; `close()` renames it into place. `abort()` (or leaving the `with` block
+  by an exception, Ctrl-C included) removes it, so no partial file is ever left under `path`.
+
+    with VideoWriter("out.mp4", size=(128, 128), audio=wave) as w:
+      for chunk in chunks:          # uint8 [t, H, W, 3]
+        w.write(chunk)
+  """
+
+  def __init__(self, path, size: tuple[int, int], fps: float = 24, audio=None, crf: int = 18):
+    self.path = os.fspath(path)
+    h, w = (int(v) for v in size)
+    if h <= 0 or w <= 0 or h % 2 or w % 2:
+      raise VideoError(f"write_video: frames are {w}x{h}; H.264 in yuv420p expects an even "
+                       "width and height.")
+    if not fps or fps <= 0:
+      raise VideoError(f"write_video: fps is {fps}; expected a positive frame rate.")
+    directory = os.path.dirname(os.path.abspath(self.path))
+    if not os.path.isdir(directory):
+      raise VideoError(f"write_video: the folder of {self.path!r} does not exist; expected an "
+                       "existing folder to write the video into.")
+    if not os.access(directory, os.W_OK):
+      raise VideoError(f"write_video: the folder of {self.path!r} is not writable; expected a "
+                       "folder this user may write into.")
+    samples = None if audio is None else _audio_int16(audio)
+    self.size, self.frames_written = (h, w), 0
+    fd, self._tmp = tempfile.mkstemp(prefix=".tmp_video_", suffix=".mp4", dir=directory)
+    os.close(fd)
+    self._wav, self._proc = None, None
+    try:
+      cmd = [_ffmpeg(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+             "-s", f"{w}x{h}", "-r", str(fps), "-i", "-"]
+      if samples is not None:
+        fd, self._wav = tempfile.mkstemp(prefix=".tmp_audio_", suffix=".wav", dir=directory)
+        os.close(fd)
+        _write_wav(self._wav, samples)
+        cmd += ["-i", self._wav]
+      cmd += ["-map", "0:v:0", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(int(crf)),
+              "-preset", "medium", "-movflags", "+faststart"]
+      if samples is not None:
+        cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "96k"]
+      cmd += ["-f", "mp4", self._tmp]
+      self._stderr = tempfile.TemporaryFile()
+      self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=self._stderr)
+    except BaseException:
+      self.abort()
+      raise
+
+  def write(self, frames) -> None:
+    """Appends frames [t, H, W, 3] uint8."""
+    frames = _check_frames(frames)
+    if frames.shape[1:3] != self.size:
+      raise VideoError(f"write_video: frames are {frames.shape[2]}x{frames.shape[1]}; this "
+                       f"video is {self.size[1]}x{self.size[0]}.")
+    try:
+      self._proc.stdin.write(frames.tobytes())
+    except (BrokenPipeError, OSError):
+      raise VideoError(f"write_video: ffmpeg stopped while encoding {self.path!r} "
+                       f"({self._reason()}).") from None
+    self.frames_written += frames.shape[0]
+
+  def _reason(self) -> str:
+    self._stderr.seek(0)
+    lines = self._stderr.read().decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else "no message"
+
+  def close(self) -> str:
+    """Finishes the file and renames it to `path`; -> path."""
+    if self.frames_written == 0:
+      self.abort()
+      raise VideoError(f"write_video: no frames were written to {self.path!r}; expected at "
+                       "least one.")
+    try:
+      self._proc.stdin.close()
+      code = self._proc.wait()
+      if code != 0:
+        raise VideoError(f"write_video: ffmpeg could not encode {self.path!r} "
+                         f"({self._reason()}).")
+      os.chmod(self._tmp, 0o644)  # mkstemp's 0600 would survive the rename
+      os.replace(self._tmp, self.path)
+    finally:
+      self._cleanup()
+    return self.path
+
+  def abort(self) -> None:
+    """Stops ffmpeg and removes everything written so far."""
+    if self._proc is not None and self._proc.poll() is None:
+      self._proc.kill()
+      self._proc.wait()
+    self._cleanup()
+
+  def _cleanup(self) -> None:
+    for leftover in (self._tmp, self._wav):
       if leftover and os.path.exists(leftover):
         os.remove(leftover)
-  return path
+    if getattr(self, "_stderr", None) is not None:
+      self._stderr.close()
+      self._stderr = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, exc, tb):
+    if exc_type is None:
+      self.close()
+    else:
+      self.abort()
+    return False
+
+
+def write_video(path, frames, fps: float = 24, audio=None, crf: int = 18) -> str:
+  """Writes frames [T, H, W, 3] uint8 (and optional mono 16 kHz audio [S]) to an H.264/AAC mp4
+  (VideoWriter in one go)."""
+  frames = _check_frames(frames)
+  with VideoWriter(path, frames.shape[1:3], fps=fps, audio=audio, crf=crf) as w:
+    w.write(frames)
+  return os.fspath(path)
 
 
 def read_video(path) -> tuple[np.ndarray, float]:

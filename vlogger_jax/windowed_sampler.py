@@ -91,6 +91,12 @@ def batch_keys(key: jax.Array, num: int) -> jax.Array:
   return jax.random.split(key, num)
 
 
+def example_keys(key: jax.Array, num: int) -> jax.Array:
+  """Keys [num, 2] with example i's key fold_in(key, i): an example's sample does not depend on
+  how many examples are generated with it (example 0 of a batch is the one-example call)."""
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(np.arange(num, dtype=np.uint32))
+
+
 def check_keys(keys: jax.Array, batch: int) -> None:
   """Raises ValueError unless `keys` is one raw PRNG key per example, shape [batch, 2]."""
   if keys.ndim != 2 or keys.shape[1] != 2 or keys.shape[0] != batch:
@@ -115,7 +121,8 @@ def _guided(apply: Apply, cond, batch, weight: float):
 
 
 def generate(apply: Apply, window_cond: WindowCond, schedule: diffusion.Schedule,
-             keys: jax.Array, frame_shape: tuple, length: int, cfg: SamplerConfig
+             keys: jax.Array, frame_shape: tuple, length: int, cfg: SamplerConfig,
+             context: jax.Array | None = None, first_window: int | jax.Array = 0
              ) -> jax.Array:
   """A batch of sequences [B, length, *frame_shape] (B = keys.shape[0]); see the module doc.
 
@@ -125,6 +132,15 @@ def generate(apply: Apply, window_cond: WindowCond, schedule: diffusion.Schedule
   `context_mask` [B, window] marks those that are final, `valid` [window] the frames before
   `length`. `apply(x, t, cond, drop)` is the denoiser, `drop` [B'] marking the unconditional
   half of a guided batch.
+
+  Chunks: `context` [B, overlap, *frame_shape] gives the sequence's first `overlap` frames,
+  already generated, to its first window as clean context (they are returned unchanged), and
+  `first_window` numbers the windows from there (for their keys; window numbers above 0 take
+  their first `overlap` frames as context, so a chunk with first_window 0 ignores `context`, and
+  one compiled function serves the first chunk and the rest). Splitting a long sequence into
+  chunks whose starts are window starts, each chunk given the previous one's last `overlap`
+  frames and its own first window's number, reproduces one call over the whole sequence exactly,
+  in the memory of one chunk (vlogger_jax/inference/pipeline.py does this).
   """
   cfg.validate()
   w, o = cfg.window, cfg.overlap
@@ -133,14 +149,19 @@ def generate(apply: Apply, window_cond: WindowCond, schedule: diffusion.Schedule
   batch = keys.shape[0]
   valid_all = jnp.arange(padded) < length
 
+  has_context = context is not None
+  if has_context and tuple(context.shape) != (batch, o) + tuple(frame_shape):
+    raise ValueError(f"context has shape {tuple(context.shape)}; expected the first overlap = "
+                     f"{o} frames, [{batch}, {o}, {', '.join(map(str, frame_shape))}].")
+
   def one_window(buffer, xs):
     start, index = xs
-    context = jax.lax.dynamic_slice_in_dim(buffer, start, w, axis=1)
-    first = (jnp.arange(w) < o) & (index > 0)
+    window_context = jax.lax.dynamic_slice_in_dim(buffer, start, w, axis=1)
+    first = (jnp.arange(w) < o) & (index + first_window > 0)
     context_mask = jnp.broadcast_to(first.astype(jnp.float32), (batch, w))
     valid = jax.lax.dynamic_slice_in_dim(valid_all, start, w)
-    cond = window_cond(start, context, context_mask, valid)
-    k = diffusion.fold_in(keys, index)
+    cond = window_cond(start, window_context, context_mask, valid)
+    k = diffusion.fold_in(keys, index + first_window)
     x_T = diffusion.batch_noise(diffusion.fold_in(k, 0), (batch, w) + tuple(frame_shape))
     out = diffusion.sample(_guided(apply, cond, batch, cfg.guidance), schedule, x_T,
                            diffusion.fold_in(k, 1), sampler=cfg.sampler,
@@ -149,10 +170,12 @@ def generate(apply: Apply, window_cond: WindowCond, schedule: diffusion.Schedule
     if cfg.clip_x0:
       out = jnp.clip(out, -1.0, 1.0)
     mask = context_mask.reshape((batch, w) + (1,) * len(frame_shape))
-    out = jnp.where(mask > 0, context, out)
+    out = jnp.where(mask > 0, window_context, out)
     return jax.lax.dynamic_update_slice_in_dim(buffer, out, start, axis=1), None
 
   buffer = jnp.zeros((batch, padded) + tuple(frame_shape), jnp.float32)
+  if has_context:
+    buffer = buffer.at[:, :o].set(jnp.asarray(context, jnp.float32))
   xs = (jnp.asarray(starts), jnp.arange(len(starts), dtype=jnp.int32))
   buffer, _ = jax.lax.scan(one_window, buffer, xs)
   return buffer[:, :length]

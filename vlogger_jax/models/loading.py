@@ -7,8 +7,9 @@ is a partial Orbax restore: no optimizer state is read, no train state, mesh or 
 and nothing on disk is written. The weights are placed on a given device or mesh (replicated, or
 sharded by their logical axis names with the run's sharding rules).
 
-`path` is a run's workdir (its latest checkpoint), `<workdir>/checkpoints`, or one checkpoint
-`<workdir>/checkpoints/<step>`.
+`path` is a run's workdir (its latest checkpoint), `<workdir>/checkpoints`, one checkpoint
+`<workdir>/checkpoints/<step>`, or a weights file (`.npz`, vlogger_jax/models/weights.py: the
+same parameters and config in one file, e.g. the shipped default weights).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from jax.sharding import Mesh, SingleDeviceSharding
 from vlogger_jax import checkpoint as ckpt_lib
 from vlogger_jax import mesh as mesh_lib
 from vlogger_jax import models
+from vlogger_jax.models import weights as weights_lib
 from vlogger_jax.models.params import merge, split_frozen
 
 
@@ -94,11 +96,10 @@ def load(path: str, *, step: int | None = None, expect: Sequence[str] | None = N
   expect: the model kinds the caller can use (e.g. ('video',)); another gives a LoadError.
   device / mesh / rules: where the parameters go (default: replicated on the first device).
   """
+  if weights_lib.is_weights_file(path):
+    return _load_file(path, expect, device)
   config, step, workdir = read_config(path, step)
-  kind = models.kind(config)
-  if expect is not None and kind not in expect:
-    raise LoadError(f"run directory {workdir} holds a '{kind}' model; expected "
-                    f"{' or '.join(repr(e) for e in expect)}.")
+  _check_kind(config, expect, f"run directory {workdir}")
   model = models.build(config)
   boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0))
   placement = _placement(boxed, config, device, mesh, rules)
@@ -112,6 +113,22 @@ def load(path: str, *, step: int | None = None, expect: Sequence[str] | None = N
   params = merge(restored.get(field, {}), restored.get("frozen", {}))
   return Loaded(model=model, params=params, config=config, step=step, workdir=workdir)
 
+
+def _check_kind(config, expect: Sequence[str] | None, name: str) -> None:
+  kind = models.kind(config)
+  if expect is not None and kind not in expect:
+    raise LoadError(f"{name} holds a '{kind}' model; expected "
+                    f"{' or '.join(repr(e) for e in expect)}.")
+
+
+def _load_file(path: str, expect: Sequence[str] | None, device) -> Loaded:
+  try:
+    config, _ = weights_lib.read_config(path)
+    _check_kind(config, expect, f"weights file {path}")
+    model, params, config, step = weights_lib.load(path, device=device)
+  except weights_lib.WeightsError as e:
+    raise LoadError(str(e)) from None
+  return Loaded(model=model, params=params, config=config, step=step, workdir=path)
 
 
 def config_differences(saved: dict, given: dict, keys: Sequence[str]) -> list[str]:

@@ -73,9 +73,11 @@ class MotionModel:
     return jax.jit(self.generate, static_argnames=("cfg",))
 
   def generate(self, params, mel: jax.Array, keys: jax.Array,
-               cfg: windowed_sampler.SamplerConfig | None = None) -> jax.Array:
+               cfg: windowed_sampler.SamplerConfig | None = None,
+               context: jax.Array | None = None, first_window=0) -> jax.Array:
     """Normalised motion [B, T, 223] for mel [B, T, 256] (any T) and one key per example
-    [B, 2]; pure, jit it with `cfg` static."""
+    [B, 2]; pure, jit it with `cfg` static. `context` [B, overlap, 223] and `first_window`
+    continue an earlier chunk (windowed_sampler.generate)."""
     cfg = cfg or self.sampler_config()
     if mel.ndim != 3 or mel.shape[2] != contracts.MEL_BINS:
       raise ValueError(f"mel has shape {tuple(mel.shape)}; expected [B, T, "
@@ -96,7 +98,8 @@ class MotionModel:
                         cond["context_mask"], 1.0 - drop.astype(jnp.float32))
 
     return windowed_sampler.generate(apply, window_cond, self.schedule, keys,
-                                     (contracts.MOTION_DIM,), length, cfg)
+                                     (contracts.MOTION_DIM,), length, cfg, context=context,
+                                     first_window=first_window)
 
   def to_parameters(self, params, motion: np.ndarray, ref_head_pose: np.ndarray,
                     ref_body_keypoints: np.ndarray):

@@ -146,10 +146,13 @@ class VideoModel:
     return jax.jit(self.generate, static_argnames=("cfg",))
 
   def generate(self, params, ref_image: jax.Array, clip: dict, keys: jax.Array,
-               cfg: windowed_sampler.SamplerConfig | None = None) -> jax.Array:
+               cfg: windowed_sampler.SamplerConfig | None = None,
+               context: jax.Array | None = None, first_window=0) -> jax.Array:
     """Frames [B, T, S, S, 3] in [-1, 1] for reference images [B, S, S, 3] in [-1, 1], a batch
     of clips of motion parameters (module doc) and one key per example [B, 2]; pure, jit it
-    with `cfg` static. Controls are rendered window by window (constant memory)."""
+    with `cfg` static. Controls are rendered window by window (constant memory). `context`
+    [B, overlap, S, S, 3] and `first_window` continue an earlier chunk
+    (windowed_sampler.generate)."""
     cfg = cfg or self.sampler_config()
     missing = [k for k in contracts.CLIP_KEYS if k not in clip]
     if missing:
@@ -195,4 +198,4 @@ class VideoModel:
       return self.apply(params, x, t, dict(cond, drop=drop))
 
     return windowed_sampler.generate(apply, window_cond, self.schedule, keys, (size, size, 3),
-                                     length, cfg)
+                                     length, cfg, context=context, first_window=first_window)

@@ -112,15 +112,21 @@ _UNETS = {
     # third of the width and two blocks per level, ~1/20 of its FLOPs.
     "small": UNetConfig(channels=64, channel_mult=(1, 2, 3, 4), num_res_blocks=(2, 2, 2, 2),
                         attention=(False, False, True, True)),
+    # The shipped default weights (launch/generate.py without a run directory): sized so that a
+    # 2-core CPU generates 128² video in minutes; one block at the two top levels, attention only
+    # at 16². docs/video_model.md has its parameters and FLOPs.
+    "demo": UNetConfig(channels=24, channel_mult=(1, 2, 4, 6), num_res_blocks=(1, 1, 2, 2),
+                       attention=(False, False, False, True), head_dim=32, num_groups=8,
+                       dropout=0.0),
     # CPU tests: a few hundred thousand parameters, two levels, attention at the lower one.
     "tiny": UNetConfig(channels=16, channel_mult=(1, 2), num_res_blocks=(1, 1),
                        attention=(False, True), head_dim=16, num_groups=8, dropout=0.0),
 }
-_HINTS = {"base128": (32, 64), "small": (16, 32), "tiny": (16,)}
+_HINTS = {"base128": (32, 64), "small": (16, 32), "demo": (16, 32), "tiny": (16,)}
 
 
 def unet_config(name: str, **overrides) -> UNetConfig:
-  """The image-model configuration `name` ('base128' | 'small' | 'tiny'), fields overridden."""
+  """The image-model configuration `name` ('base128' | 'small' | 'demo' | 'tiny'), fields overridden."""
   if name not in _UNETS:
     raise ValueError(f"UNet configuration '{name}' is unknown; expected one of: "
                      f"{', '.join(sorted(_UNETS))}.")
@@ -130,7 +136,7 @@ def unet_config(name: str, **overrides) -> UNetConfig:
 
 
 def control_config(name: str, **overrides) -> ControlConfig:
-  """The video-model configuration `name` ('base128' | 'small' | 'tiny'), fields overridden."""
+  """The video-model configuration `name` ('base128' | 'small' | 'demo' | 'tiny'), fields overridden."""
   cfg = dataclasses.replace(ControlConfig(unet=unet_config(name), hint_channels=_HINTS[name]),
                             **overrides)
   cfg.validate()

@@ -1,0 +1,47 @@
+r"""Writes a trained model's inference weights and config to one file (.npz).
+
+  python launch/export_weights.py --run=workdir/motion --out=motion.npz
+  python launch/export_weights.py --run=workdir/base128_demo --out=base128.npz --dtype=bfloat16
+
+The file holds what generation needs and nothing else (the EMA parameters where the run kept
+them, the frozen ones, the motion statistics, the run's config): launch/generate.py takes it
+wherever it takes a run directory (--motion, --video). The shipped default weights in
+vlogger_jax/assets/weights/ were written by this command.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+import jax
+
+from vlogger_jax.models import loading
+from vlogger_jax.models import weights
+
+_RUN = flags.DEFINE_string("run", None, "Run directory (or one checkpoint) to export.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+_OUT = flags.DEFINE_string("out", None, "Output weights file (.npz).")
+_DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32", "keep"],
+                           "Stored float dtype ('keep': each parameter's own).")
+flags.mark_flags_as_required(["run", "out"])
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  try:
+    loaded = loading.load(_RUN.value, step=_STEP.value, device=jax.devices("cpu")[0])
+    dtype = None if _DTYPE.value == "keep" else _DTYPE.value
+    path = weights.save(_OUT.value, loaded.config, loaded.params, loaded.step, dtype=dtype,
+                        source=os.path.abspath(loaded.workdir))
+  except (loading.LoadError, weights.WeightsError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  count = sum(a.size for a in jax.tree.leaves(loaded.params))
+  print(f"wrote {path}: {loaded.config.task} model, step {loaded.step}, {count / 1e6:.2f} M "
+        f"parameters, {os.path.getsize(path) / 2**20:.1f} MiB")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(lambda argv: sys.exit(main(argv)))

@@ -1,0 +1,212 @@
+r"""Image + speech -> an mp4 of that person talking (paper Fig. 2).
+
+  python launch/generate.py --image=synthetic:3 --text="Hello, I am a synthetic person." \
+      --out=hello.mp4
+  python launch/generate.py --image=ref.npz --audio=speech.wav --out=talk.mp4 --num_samples=2
+  python launch/generate.py --image=synthetic:3 --driving_params=clip_params.npz --out=reenact.mp4
+
+--image: 'synthetic:N' (held-out synthetic identity N), a reference file (.npz with the image and
+its parameters, e.g. from --save_reference), or an image file with --params. Speech: --audio (any
+file ffmpeg decodes) or --text (spoken by espeak-ng, or by --tts_command). Without --motion and
+--video the shipped default weights are used (vlogger_jax/assets/weights). The mp4 is H.264 at
+24 fps with the speech as AAC; it is written to a temporary name and renamed at the end, so an
+interrupted run (Ctrl-C) leaves no partial file. docs/generation.md has the details.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+import numpy as np
+
+from vlogger_jax import audio as audio_lib
+from vlogger_jax import contracts
+from vlogger_jax import fileio
+from vlogger_jax import speech as speech_lib
+from vlogger_jax import video_io
+from vlogger_jax.inference import pipeline as pipeline_lib
+from vlogger_jax.inference import progress as progress_lib
+from vlogger_jax.inference import reference as reference_lib
+from vlogger_jax.inference.errors import InputError
+
+_IMAGE = flags.DEFINE_string("image", None, "synthetic:N, a reference .npz, or an image file "
+                             "(with --params).")
+_PARAMS = flags.DEFINE_string("params", None, "Parameters file (.npz) fitted on --image.")
+_AUDIO = flags.DEFINE_string("audio", None, "Speech: an audio file.")
+_TEXT = flags.DEFINE_string("text", None, "Speech: text to synthesize.")
+_DRIVING = flags.DEFINE_string("driving_params", None, "Reenactment: per-frame parameters (.npz "
+                               "with expression, head_pose, body_keypoints) instead of speech.")
+_OUT = flags.DEFINE_string("out", None, "Output video (.mp4); with --num_samples N > 1, "
+                           "<stem>_<i>.mp4 for each sample.")
+_RESOLUTION = flags.DEFINE_integer("resolution", None, "Output size (128, 256, 512); default: "
+                                   "the last loaded stage's.")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Samples, generated as one batch.")
+_SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+_MOTION = flags.DEFINE_string("motion", None, "Motion model: run directory or weights file.")
+_VIDEO = flags.DEFINE_string("video", None, "Base video model: run directory or weights file.")
+_MOTION_SAMPLER = flags.DEFINE_string("motion_sampler", None, "ddpm | ddim | dpm")
+_MOTION_STEPS = flags.DEFINE_integer("motion_steps", None, "Motion sampler steps.")
+_MOTION_GUIDANCE = flags.DEFINE_float("motion_guidance", None, "Motion guidance weight.")
+_VIDEO_SAMPLER = flags.DEFINE_string("video_sampler", None, "ddpm | ddim | dpm")
+_VIDEO_STEPS = flags.DEFINE_integer("video_steps", None, "Video sampler steps.")
+_VIDEO_ETA = flags.DEFINE_float("video_eta", None, "DDIM noise (0 deterministic, 1 ancestral).")
+_VIDEO_GUIDANCE = flags.DEFINE_float("video_guidance", None, "Video guidance weight.")
+_OVERLAP = flags.DEFINE_integer("overlap", None, "Video window overlap in frames.")
+_MAX_SECONDS = flags.DEFINE_float("max_seconds", 600.0, "Longest speech accepted.")
+_VOICE = flags.DEFINE_string("voice", "en-us", "espeak-ng voice for --text.")
+_RATE = flags.DEFINE_integer("rate", 160, "Speaking rate for --text, words per minute.")
+_TTS_COMMAND = flags.DEFINE_string("tts_command", None, "Another synthesizer for --text: a "
+                                   "command with {text_file} and {wav} (and {voice}, {rate}).")
+_SAVE_PARAMS = flags.DEFINE_string("save_params", None, "Also write the per-frame parameters "
+                                   "(.npz).")
+_CONTROLS_VIDEO = flags.DEFINE_string("controls_video", None, "Also write a video of the result "
+                                      "beside its rendered controls (.mp4).")
+_SAVE_REFERENCE = flags.DEFINE_string("save_reference", None, "Also write the reference (.npz).")
+
+
+def _outputs(out: str, num: int) -> list[str]:
+  if not out.endswith(".mp4"):
+    raise InputError(f"--out '{out}' does not end in .mp4; expected a path such as video.mp4.")
+  stem = out[:-len(".mp4")]
+  return [out] if num == 1 else [f"{stem}_{i}.mp4" for i in range(num)]
+
+
+def _check_writable(path: str, flag: str) -> None:
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder):
+    raise InputError(f"{flag} '{path}': the folder '{folder}' does not exist; expected an "
+                     "existing folder.")
+  if not os.access(folder, os.W_OK):
+    raise InputError(f"{flag} '{path}': the folder '{folder}' is not writable; expected a "
+                     "folder you may write into.")
+  if os.path.isdir(path):
+    raise InputError(f"{flag} '{path}' is a folder; expected a file name.")
+
+
+def _driving(path: str) -> dict:
+  if not os.path.isfile(path):
+    raise InputError(f"--driving_params '{path}' does not exist; expected a .npz of per-frame "
+                     "parameters (e.g. written by --save_params).")
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      return {k: f[k] for k in f.files}
+  except Exception as e:  # pylint: disable=broad-except  (zip and format errors alike)
+    raise InputError(f"--driving_params '{path}' cannot be read ({type(e).__name__}); expected "
+                     "a .npz of per-frame parameters.") from None
+
+
+def _speech(bars) -> np.ndarray | None:
+  given = [f for f in (_AUDIO, _TEXT) if f.value is not None]
+  if len(given) > 1:
+    raise InputError("both --audio and --text were given; expected one source of speech.")
+  if not given:
+    if _DRIVING.value is None:
+      raise InputError("no speech was given; expected --audio=FILE or --text=\"...\" (or "
+                       "--driving_params=FILE for reenactment).")
+    return None
+  if _AUDIO.value is not None:
+    return pipeline_lib.Pipeline.speech(_AUDIO.value, _MAX_SECONDS.value)
+  bars.start("speech")
+  try:
+    spoken = speech_lib.synthesize(_TEXT.value, voice=_VOICE.value, rate=_RATE.value,
+                                   engine="command" if _TTS_COMMAND.value else "auto",
+                                   command=_TTS_COMMAND.value)
+  except (audio_lib.AudioError, speech_lib.SpeechError) as e:
+    raise InputError(f"--text: {e}") from None
+  bars("speech", 1, 1)
+  return pipeline_lib.Pipeline.speech(spoken.audio, _MAX_SECONDS.value)
+
+
+def run() -> int:
+  if _IMAGE.value is None or _OUT.value is None:
+    raise InputError("--image and --out are required; e.g. --image=synthetic:3 "
+                     "--text=\"Hello.\" --out=hello.mp4.")
+  outs = _outputs(_OUT.value, _NUM_SAMPLES.value)
+  for path in outs:
+    _check_writable(path, "--out")
+  for flag in (_SAVE_PARAMS, _CONTROLS_VIDEO, _SAVE_REFERENCE):
+    if flag.value:
+      _check_writable(flag.value, f"--{flag.name}")
+  options = pipeline_lib.Options(
+      num_samples=_NUM_SAMPLES.value, seed=_SEED.value, resolution=_RESOLUTION.value,
+      motion_sampler=_MOTION_SAMPLER.value, motion_steps=_MOTION_STEPS.value,
+      motion_guidance=_MOTION_GUIDANCE.value, video_sampler=_VIDEO_SAMPLER.value,
+      video_steps=_VIDEO_STEPS.value, video_eta=_VIDEO_ETA.value,
+      video_guidance=_VIDEO_GUIDANCE.value, video_overlap=_OVERLAP.value,
+      max_seconds=_MAX_SECONDS.value)
+  bars = progress_lib.Bars()
+  driving = _driving(_DRIVING.value) if _DRIVING.value else None
+  pipe = pipeline_lib.Pipeline.load(_MOTION.value, _VIDEO.value, need_motion=driving is None)
+  pipe.check(options)
+  ref = reference_lib.parse(_IMAGE.value, _PARAMS.value, pipe.resolution)
+  wave = _speech(bars)
+  if driving is not None:
+    length = pipe.retarget(ref, driving, 1)["expression"].shape[1]
+    need = audio_lib.num_samples_for_frames(length)
+    wave = (np.zeros(need, np.float32) if wave is None else
+            np.pad(wave[:need], (0, max(0, need - wave.size))))
+  else:
+    length = audio_lib.num_frames(wave.size)
+    wave = wave[:audio_lib.num_samples_for_frames(length)]
+  size = pipe.resolution
+  writers = [video_io.VideoWriter(p, (size, size), audio=wave) for p in outs]
+  if _CONTROLS_VIDEO.value:
+    writers.append(video_io.VideoWriter(_CONTROLS_VIDEO.value, (size, 2 * size), audio=wave))
+  pending = {}
+
+  def on_controls(controls, start):
+    del start
+    pending["controls"] = controls[0]
+
+  def on_frames(frames, start):
+    del start
+    for w, f in zip(writers, frames):
+      w.write(f)
+    if _CONTROLS_VIDEO.value:
+      writers[-1].write(np.concatenate([frames[0], pending.pop("controls")], axis=2))
+
+  try:
+    result = pipe.generate(ref, wave if driving is None else None, options, driving=driving,
+                           on_frames=on_frames,
+                           on_controls=on_controls if _CONTROLS_VIDEO.value else None,
+                           progress=bars)
+    bars.start("encode")
+    for w in writers:
+      w.close()
+    bars("encode", 1, 1)
+  except BaseException:
+    for w in writers:
+      w.abort()
+    raise
+  if _SAVE_PARAMS.value:
+    fileio.save_npz(_SAVE_PARAMS.value, **{k: np.asarray(v) for k, v in result.params.items()})
+  if _SAVE_REFERENCE.value:
+    ref.save(_SAVE_REFERENCE.value)
+  secs = result.num_frames / contracts.FPS
+  timing = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+  for p in outs:
+    print(f"wrote {p}: {result.num_frames} frames ({secs:.1f} s) at {size}x{size}, 24 fps, "
+          f"with audio ({ref.name}; {timing})")
+  if _CONTROLS_VIDEO.value:
+    print(f"wrote {_CONTROLS_VIDEO.value}: the result beside its controls")
+  return 0
+
+
+def main(argv):
+  if len(argv) > 1:
+    print(f"error: unexpected argument '{argv[1]}'; expected only --flags (see --help).",
+          file=sys.stderr)
+    return 2
+  logging.set_verbosity(logging.WARNING)
+  try:
+    return run()
+  except (InputError, video_io.VideoError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    print("interrupted: no video was written.", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  app.run(lambda argv: sys.exit(main(argv)))

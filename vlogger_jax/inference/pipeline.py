@@ -1,0 +1,391 @@
+"""Image + speech -> video (paper Fig. 2): the trained stages chained, without their trainers.
+
+    pipe = pipeline.Pipeline.load()                      # the shipped default weights
+    ref = reference.synthetic(3)                         # or reference.load("ref.npz")
+    result = pipe.generate(ref, audio.load_audio("speech.wav"), pipeline.Options(num_samples=2))
+    result.frames                                        # [2, T, 128, 128, 3] uint8 at 24 fps
+
+Stages: speech (16 kHz) -> log-mel per frame -> the motion model (residual motion of the
+reference's pose) -> per-frame parameters -> the base video model at 128² (controls rendered on
+the device inside every window) -> frames. Super-resolution stages follow the base model once
+they exist; the output resolution is that of the last stage loaded.
+
+Long speech runs in constant device memory: both samplers run in chunks of
+`Options.windows_per_chunk` windows. Each chunk continues the previous one from its last
+`overlap` frames with the windows numbered on, which is exactly one call over the whole
+sequence (windowed_sampler.generate), and its frames go to the host (or straight to an encoder
+through `on_frames`) before the next chunk starts.
+
+Randomness: sample i of a call with seed s uses fold_in(PRNGKey(s), i), so the samples of one
+batched call are the single calls with the matching keys, and sample 0 does not depend on
+`num_samples`. Motion and video draw from fold_in(key_i, 0) and fold_in(key_i, 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vlogger_jax import audio as audio_lib
+from vlogger_jax import contracts
+from vlogger_jax import diffusion
+from vlogger_jax import motion as motion_lib
+from vlogger_jax import render
+from vlogger_jax import windowed_sampler
+from vlogger_jax.inference import reference as reference_lib
+from vlogger_jax.inference.errors import InputError
+from vlogger_jax.models import loading
+from vlogger_jax.models import video as video_lib
+
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
+                      "weights")
+DEFAULT_WEIGHTS = {"motion": os.path.join(ASSETS, "motion.npz"),
+                   "video": os.path.join(ASSETS, "base128.npz")}
+
+# progress(stage, done, total): called as a stage advances (the command line draws bars).
+Progress = Callable[[str, int, int], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """How to generate. None takes the value the stage's run was configured with
+  (config.sampling)."""
+  num_samples: int = 1                 # samples per call, generated as one batch
+  seed: int = 0
+  resolution: int | None = None        # output size; None: the last loaded stage's
+  motion_sampler: str | None = None    # 'ddpm' | 'ddim' | 'dpm'
+  motion_steps: int | None = None
+  motion_guidance: float | None = None
+  motion_overlap: int | None = None
+  video_sampler: str | None = None
+  video_steps: int | None = None
+  video_eta: float | None = None
+  video_guidance: float | None = None
+  video_overlap: int | None = None
+  windows_per_chunk: int = 4           # windows per device call (memory and progress steps)
+  max_seconds: float = 600.0           # longer speech is refused
+
+
+@dataclasses.dataclass
+class Result:
+  """What a generation made."""
+  frames: np.ndarray | None      # [N, T, S, S, 3] uint8 (None when streamed to on_frames)
+  audio: np.ndarray              # [T * 16000 / 24] float32: the speech the frames cover
+  params: dict                   # per-frame parameters [N, T, ...] and shape [N, 64], fov [N]
+  motion: np.ndarray | None      # normalised motion [N, T, 223] (None when driven by params)
+  seconds: dict                  # wall time per stage
+  fps: int = contracts.FPS
+
+  @property
+  def num_frames(self) -> int:
+    return int(self.params["expression"].shape[1])
+
+
+def _overrides(**kw) -> dict:
+  return {k: v for k, v in kw.items() if v is not None}
+
+
+def _chunked(run_chunk, inputs: dict, length: int, cfg: windowed_sampler.SamplerConfig,
+             windows_per_chunk: int, frame_shape: tuple, batch: int, emit, progress=None,
+             stage: str = ""):
+  """Runs a windowed sampler over `length` frames in chunks of `windows_per_chunk` windows.
+
+  inputs: per-frame arrays [B, P, ...] padded to cover every chunk (`chunk_frames` below);
+  run_chunk(inputs_slice, context, first_window) -> frames [B, L, *frame_shape];
+  emit(frames [B, t, ...] numpy, start) receives the finished frames in order."""
+  w, o = cfg.window, cfg.overlap
+  stride = w - o
+  total = windowed_sampler.num_windows(length, w, o)
+  k = max(1, min(int(windows_per_chunk), total))
+  chunk_len = (k - 1) * stride + w
+  chunks = -(-total // k)
+  context = jnp.zeros((batch, o) + tuple(frame_shape), jnp.float32)
+  if progress is not None:
+    progress(stage, 0, chunks)   # the clock starts before the first chunk compiles
+  for c in range(chunks):
+    start = c * k * stride
+    piece = {name: a[:, start:start + chunk_len] for name, a in inputs.items()}
+    out = run_chunk(piece, context, jnp.asarray(c * k, jnp.int32))
+    keep = min(k * stride, length - start) if c < chunks - 1 else length - start
+    emit(np.asarray(out[:, :keep]), start)
+    context = out[:, k * stride:k * stride + o]
+    if progress is not None:
+      progress(stage, c + 1, chunks)
+
+
+def chunk_frames(length: int, cfg: windowed_sampler.SamplerConfig, windows_per_chunk: int) -> int:
+  """Frames that the chunks of `_chunked` read: `length` rounded up to whole chunks."""
+  w, o = cfg.window, cfg.overlap
+  stride = w - o
+  total = windowed_sampler.num_windows(length, w, o)
+  k = max(1, min(int(windows_per_chunk), total))
+  return ((-(-total // k)) * k - 1) * stride + w
+
+
+def _pad(a: np.ndarray, frames: int, mode: str = "edge") -> np.ndarray:
+  pad = [(0, 0)] * a.ndim
+  pad[1] = (0, frames - a.shape[1])
+  return np.pad(a, pad, mode=mode)
+
+
+class Pipeline:
+  """The loaded stages of one generation: a motion model (optional when driven by parameters)
+  and the base video model."""
+
+  def __init__(self, motion: loading.Loaded | None, video: loading.Loaded):
+    self.motion = motion
+    self.video = video
+    self.head_model = video.model.head_model
+    self.stages = {"motion": motion, "video": video}
+
+  @classmethod
+  def load(cls, motion: str | None = None, video: str | None = None, *, device=None,
+           need_motion: bool = True) -> "Pipeline":
+    """Stages from run directories or weights files; None takes the shipped default weights."""
+    def one(path, kind):
+      path = path or DEFAULT_WEIGHTS[kind]
+      try:
+        return loading.load(path, expect=(kind,), device=device)
+      except loading.LoadError as e:
+        raise InputError(f"--{kind}: {e}") from None
+      except ValueError as e:   # a config this version cannot build
+        raise InputError(f"--{kind}: '{path}' cannot be loaded by this version of vlogger_jax "
+                         f"({e})") from None
+    return cls(one(motion, "motion") if need_motion else None, one(video, "video"))
+
+  # --- properties of the loaded stages ---
+
+  @property
+  def resolution(self) -> int:
+    return int(self.video.model.size)
+
+  @property
+  def resolutions(self) -> tuple[int, ...]:
+    return (self.resolution,)
+
+  def motion_config(self, options: Options) -> windowed_sampler.SamplerConfig:
+    return self.motion.model.sampler_config(**_overrides(
+        sampler=options.motion_sampler, num_steps=options.motion_steps,
+        guidance=options.motion_guidance, overlap=options.motion_overlap))
+
+  def video_config(self, options: Options) -> windowed_sampler.SamplerConfig:
+    return self.video.model.sampler_config(**_overrides(
+        sampler=options.video_sampler, num_steps=options.video_steps, eta=options.video_eta,
+        guidance=options.video_guidance, overlap=options.video_overlap))
+
+  def check(self, options: Options) -> None:
+    """Raises InputError for options these stages cannot honour."""
+    if options.num_samples < 1:
+      raise InputError(f"num_samples is {options.num_samples}; expected at least 1.")
+    if options.resolution is not None and options.resolution not in self.resolutions:
+      raise InputError(f"resolution {options.resolution} cannot be reached: the loaded stages "
+                       f"end at {self.resolution}² (the base model; super-resolution stages "
+                       f"are not loaded); expected one of {', '.join(map(str, self.resolutions))}.")
+    if options.windows_per_chunk < 1:
+      raise InputError(f"windows_per_chunk is {options.windows_per_chunk}; expected >= 1.")
+    if not options.max_seconds > 0:
+      raise InputError(f"max_seconds is {options.max_seconds}; expected a positive limit.")
+    configs = [("video", self.video_config)]
+    if self.motion is not None:
+      configs.insert(0, ("motion", self.motion_config))
+    for stage, make in configs:
+      try:
+        make(options).validate()
+      except ValueError as e:
+        raise InputError(f"{stage} sampling options: {e}") from None
+
+  # --- inputs ---
+
+  @staticmethod
+  def speech(source, max_seconds: float = Options.max_seconds) -> np.ndarray:
+    """16 kHz mono speech from a path or a [S] float array at 16 kHz, checked: not empty, not
+    silent, at least one video frame long and at most `max_seconds`."""
+    try:
+      wave = (audio_lib.load_audio(source) if isinstance(source, (str, os.PathLike))
+              else audio_lib.load_audio(np.asarray(source), sample_rate=contracts.SAMPLE_RATE))
+    except audio_lib.AudioError as e:
+      raise InputError(str(e)) from None
+    seconds = wave.size / contracts.SAMPLE_RATE
+    if audio_lib.num_frames(wave.size) < 1:
+      raise InputError(f"the speech lasts {seconds * 1000:.0f} ms, shorter than one video "
+                       f"frame; expected at least {1000 / contracts.FPS:.0f} ms.")
+    if seconds > max_seconds:
+      raise InputError(f"the speech lasts {seconds:.1f} s, longer than the limit of "
+                       f"{max_seconds:g} s; expected shorter speech, or raise the limit "
+                       "(--max_seconds).")
+    return wave
+
+  # --- stages ---
+
+  def sample_keys(self, options: Options) -> jax.Array:
+    """[N, 2]: sample i's key fold_in(PRNGKey(seed), i) (module doc)."""
+    return windowed_sampler.example_keys(jax.random.PRNGKey(options.seed), options.num_samples)
+
+  @functools.cached_property
+  def _mel(self):
+    return jax.jit(audio_lib.mel_features)
+
+  def generate_motion(self, ref: reference_lib.Reference, wave: np.ndarray, options: Options,
+                      keys: jax.Array | None = None, progress: Progress | None = None) -> tuple:
+    """(params {expression [N, T, 64], head_pose [N, T, 9], body_keypoints [N, T, 75, 2]},
+    normalised motion [N, T, 223]) for speech `wave` relative to the reference's pose."""
+    if self.motion is None:
+      raise InputError("no motion model is loaded; expected --motion (or the default weights) "
+                       "to generate motion from speech.")
+    keys = self.sample_keys(options) if keys is None else keys
+    n = keys.shape[0]
+    cfg = self.motion_config(options)
+    mel = np.asarray(self._mel(jnp.asarray(wave)))
+    length = mel.shape[0]
+    padded = chunk_frames(length, cfg, options.windows_per_chunk)
+    mel = _pad(np.broadcast_to(mel[None], (n,) + mel.shape), padded, mode="constant")
+    model, params = self.motion.model, self.motion.params
+    motion_keys = diffusion.fold_in(keys, 0)
+    out = np.zeros((n, length, contracts.MOTION_DIM), np.float32)
+
+    def run_chunk(piece, context, first):
+      return model.jitted_generate(params, piece["mel"], motion_keys, cfg, context, first)
+
+    def emit(frames, start):
+      out[:, start:start + frames.shape[1]] = frames
+
+    _chunked(run_chunk, {"mel": jnp.asarray(mel)}, length, cfg, options.windows_per_chunk,
+             (contracts.MOTION_DIM,), n, emit, progress, "motion")
+    per = [model.to_parameters(params, m, ref.head_pose, ref.body_keypoints) for m in out]
+    names = ("expression", "head_pose", "body_keypoints")
+    return {k: np.stack([p[i] for p in per]).astype(np.float32)
+            for i, k in enumerate(names)}, out
+
+  def retarget(self, ref: reference_lib.Reference, driving: dict, num_samples: int) -> dict:
+    """Per-frame parameters [N, T, ...] that move the reference as the `driving` parameters
+    (expression [T, 64], head_pose [T, 9], body_keypoints [T, 75, 2], e.g. another clip's
+    fitted parameters) move from their first frame: the driving motion as residuals of its first
+    frame, applied to the reference's pose (as the motion model's output is)."""
+    need = ("expression", "head_pose", "body_keypoints")
+    for k in need:
+      if k not in driving:
+        raise InputError(f"driving parameters lack '{k}'; expected {', '.join(need)} per frame.")
+    e, h, b = (np.asarray(driving[k], np.float32) for k in need)
+    t = e.shape[0]
+    if t < 1 or e.shape != (t, contracts.NUM_EXPRESSION) or h.shape != (
+        t, contracts.HEAD_POSE_DIM) or b.shape != (t, contracts.NUM_KEYPOINTS, 2):
+      raise InputError(f"driving parameters have shapes expression {e.shape}, head_pose "
+                       f"{h.shape}, body_keypoints {b.shape}; expected [T, 64], [T, 9] and "
+                       "[T, 75, 2] with T >= 1.")
+    if not all(np.all(np.isfinite(a)) for a in (e, h, b)):
+      raise InputError("driving parameters hold non-finite values; expected finite numbers.")
+    motion = motion_lib.pack(e, h, b, h[0], b[0])
+    out = motion_lib.unpack(motion, np.asarray(ref.head_pose, np.float32),
+                            np.asarray(ref.body_keypoints, np.float32))
+    rep = lambda a: np.broadcast_to(np.asarray(a, np.float32)[None], (num_samples,) + a.shape)
+    return {k: rep(v) for k, v in zip(need, out)}
+
+  def clip(self, ref: reference_lib.Reference, frame_params: dict) -> dict:
+    """The video model's clip (contracts.CLIP_KEYS, batch N) from per-frame parameters."""
+    n, t = frame_params["expression"].shape[:2]
+    rep = lambda a: np.broadcast_to(np.asarray(a, np.float32)[None], (n,) + np.shape(a))
+    out = {"shape": rep(ref.shape), "fov": rep(ref.fov)}
+    out.update({k: np.asarray(frame_params[k], np.float32)
+                for k in ("expression", "head_pose", "body_keypoints")})
+    vis = frame_params.get("body_visibility")
+    out["body_visibility"] = (np.asarray(vis, np.float32) if vis is not None else
+                              np.broadcast_to(np.asarray(ref.body_visibility, np.float32),
+                                              (n, t, contracts.NUM_KEYPOINTS)))
+    for k in contracts.FRAME_KEYS:
+      out[f"ref_{k}"] = rep(getattr(ref, k))
+    return out
+
+  @functools.cached_property
+  def _controls_rgb(self):
+    size = self.resolution
+
+    def draw(clip):
+      lead = clip["expression"].shape[:2]
+      per = lambda a: jnp.broadcast_to(a[:, None], lead + a.shape[1:])
+      c = video_lib.frame_controls(self.head_model, per(clip["shape"]), per(clip["fov"]),
+                                   *(clip[k] for k in contracts.FRAME_KEYS), size)
+      return jnp.round(render.controls_rgb(c) * 255).astype(jnp.uint8)
+
+    return jax.jit(draw)
+
+  def generate_video(self, ref: reference_lib.Reference, clip: dict, options: Options,
+                     keys: jax.Array | None = None, on_frames=None, on_controls=None,
+                     progress: Progress | None = None) -> np.ndarray | None:
+    """Frames [N, T, S, S, 3] uint8 of a clip (`clip`), chunk by chunk; with `on_frames`,
+    each chunk (uint8 [N, t, S, S, 3], start frame) goes there instead and None is returned.
+    `on_controls` receives the chunk's rendered controls as RGB uint8 the same way."""
+    keys = self.sample_keys(options) if keys is None else keys
+    n = keys.shape[0]
+    cfg = self.video_config(options)
+    size = self.resolution
+    length = clip["expression"].shape[1]
+    padded = chunk_frames(length, cfg, options.windows_per_chunk)
+    per_frame = {k: jnp.asarray(_pad(clip[k], padded)) for k in contracts.FRAME_KEYS}
+    fixed = {k: jnp.asarray(v) for k, v in clip.items() if k not in contracts.FRAME_KEYS}
+    ref_image = np.broadcast_to(ref.resized(size)[None], (n, size, size, 3))
+    ref_image = jnp.asarray(ref_image, jnp.float32) / 127.5 - 1.0
+    model, params = self.video.model, self.video.params
+    video_keys = diffusion.fold_in(keys, 1)
+    frames = None if on_frames is not None else np.zeros((n, length, size, size, 3), np.uint8)
+
+    def run_chunk(piece, context, first):
+      return model.jitted_generate(params, ref_image, dict(fixed, **piece), video_keys, cfg,
+                                   context, first)
+
+    def emit(x, start):
+      u8 = np.round((np.clip(x, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+      if on_controls is not None:
+        piece = {k: v[:, start:start + u8.shape[1]] for k, v in per_frame.items()}
+        on_controls(np.asarray(self._controls_rgb(dict(fixed, **piece))), start)
+      if on_frames is not None:
+        on_frames(u8, start)
+      else:
+        frames[:, start:start + u8.shape[1]] = u8
+
+    _chunked(run_chunk, per_frame, length, cfg, options.windows_per_chunk, (size, size, 3), n,
+             emit, progress, f"video {size}²")
+    return frames
+
+  def generate(self, ref: reference_lib.Reference, speech=None, options: Options = Options(), *,
+               driving: dict | None = None, keys: jax.Array | None = None, on_frames=None,
+               on_controls=None, progress: Progress | None = None) -> Result:
+    """A video of the reference person saying `speech` ([S] float32 at 16 kHz, or an audio
+    file), or moving as the `driving` parameters; `options.num_samples` samples in one batch
+    (or one per row of `keys` [N, 2])."""
+    self.check(options)
+    seconds = {}
+    if keys is not None:
+      keys = jnp.asarray(keys)
+      windowed_sampler.check_keys(keys, keys.shape[0])
+    n = options.num_samples if keys is None else keys.shape[0]
+    keys = self.sample_keys(dataclasses.replace(options, num_samples=n)) if keys is None else keys
+    t0 = time.perf_counter()
+    if driving is not None:
+      params = self.retarget(ref, driving, n)
+      motion = None
+      length = params["expression"].shape[1]
+      wave = None if speech is None else self.speech(speech, options.max_seconds)
+    else:
+      if speech is None:
+        raise InputError("no speech was given; expected audio, text, or driving parameters.")
+      wave = self.speech(speech, options.max_seconds)
+      params, motion = self.generate_motion(ref, wave, options, keys, progress)
+      length = params["expression"].shape[1]
+    seconds["motion"] = time.perf_counter() - t0
+    if wave is None:
+      wave = np.zeros(audio_lib.num_samples_for_frames(length), np.float32)
+    else:
+      wave = wave[:audio_lib.num_samples_for_frames(length)]
+    clip = self.clip(ref, params)
+    t0 = time.perf_counter()
+    frames = self.generate_video(ref, clip, options, keys, on_frames, on_controls, progress)
+    seconds["video"] = time.perf_counter() - t0
+    params = dict(clip)
+    return Result(frames=frames, audio=wave, params=params, motion=motion, seconds=seconds)
