@@ -209,16 +209,17 @@ def test_dotted_overrides_reach_the_run(tmp_path):
   assert saved["num_train_steps"] == 20 and saved["optimizer"]["lr"] == 3e-4
 
 
-def _readme_main_command():
+def _readme_training_command():
+  """The training command of the README's "Training your own" section."""
   readme = open(os.path.join(REPO, "README.md")).read()
-  block = re.search(r"```(?:bash|sh)?\n(.*?)```", readme, re.S).group(1)
-  line = block.strip().splitlines()[0]
-  cmd = line.split("&&")[-1].strip()
+  section = readme.split("## Training your own", 1)[1]
+  block = re.search(r"```(?:bash|sh)?\n(.*?)```", section, re.S).group(1)
+  cmd = block.strip().splitlines()[0].strip()
   assert cmd.startswith("python launch/train.py"), cmd
   return shlex.split(cmd)
 
 
-# The README's command shrunk to a few steps of each stage: the same config, flags and stages.
+# The README's training command shrunk to a few steps of each stage: the same config, flags and stages.
 SHRUNK = ["--config.num_train_steps=4", "--config.checkpoint.every=4", "--config.log_every=2",
           "--config.eval_every=4", "--config.evaluation.num_clips=1",
           "--config.evaluation.num_steps=2", "--config.pretrain_stage.num_train_steps=4",
@@ -226,18 +227,18 @@ SHRUNK = ["--config.num_train_steps=4", "--config.checkpoint.every=4", "--config
 
 
 @pytest.mark.slow
-def test_readme_main_command_trains_and_leaves_checkpoint_and_metrics(tmp_path):
-  """The README's first command, as a newcomer runs it (workdir and data moved to tmp_path):
+def test_readme_training_command_trains_and_leaves_checkpoint_and_metrics(tmp_path):
+  """The README's training command, as a newcomer runs it (workdir and data moved to tmp_path):
   about 4 minutes on 2 cores, so `slow`; CI runs it shrunk (below)."""
-  _check_readme_main_command(tmp_path, [])
+  _check_readme_training_command(tmp_path, [])
 
 
-def test_readme_main_command_shrunk_runs_every_stage(tmp_path):
-  _check_readme_main_command(tmp_path, SHRUNK)
+def test_readme_training_command_shrunk_runs_every_stage(tmp_path):
+  _check_readme_training_command(tmp_path, SHRUNK)
 
 
-def _check_readme_main_command(tmp_path, extra):
-  argv = _readme_main_command()
+def _check_readme_training_command(tmp_path, extra):
+  argv = _readme_training_command()
   argv = [a for a in argv[1:] if not a.startswith("--workdir")]
   argv += [f"--workdir={tmp_path / 'run'}", f"--config.data.data_dir={tmp_path / 'data'}"]
   run_python(argv + extra, timeout=1500)
