@@ -111,8 +111,8 @@ def _speech(bars) -> np.ndarray | None:
     spoken = speech_lib.synthesize(_TEXT.value, voice=_VOICE.value, rate=_RATE.value,
                                    engine="command" if _TTS_COMMAND.value else "auto",
                                    command=_TTS_COMMAND.value)
-  except (audio_lib.AudioError, speech_lib.SpeechError) as e:
-    raise InputError(f"--text: {e}") from None
+  except (ValueError, speech_lib.SpeechError) as e:   # AudioError is a ValueError; a bad
+    raise InputError(f"--text: {e}") from None       # --voice or --rate is one too
   bars("speech", 1, 1)
   return pipeline_lib.Pipeline.speech(spoken.audio, _MAX_SECONDS.value)
 
