@@ -95,3 +95,12 @@ def tiny_weights(tmp_path_factory):
     out[kind] = weights.save(str(folder / f"{kind}.npz"), config, random_params(model), 0,
                              dtype="float32")
   return out
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory):
+  """Path of a reference file (.npz) of held-out synthetic identity 0 at 32², written once per
+  test session (rendering it compiles the renderer: ~5 s on CPU)."""
+  from vlogger_jax.inference import reference  # pylint: disable=g-import-not-at-top
+  path = tmp_path_factory.mktemp("reference") / "synthetic0.npz"
+  return reference.synthetic(0, 32).save(str(path))
