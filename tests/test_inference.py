@@ -71,9 +71,10 @@ def test_one_seed_twice_is_identical_and_two_seeds_differ(pipe, ref, speech, see
 
 
 def test_a_batch_equals_single_calls_with_the_matching_keys(pipe, ref, speech, seed0):
-  # Close, not identical: the batch of 3 is another compiled program than the batch of 1, whose
-  # float sums XLA may order differently, so the motion agrees to ~1e-6 and a frame may round to
-  # the neighbouring grey level in a handful of pixels.
+  # Exactly equal: each example's rows go through the same operations whatever the batch, and
+  # XLA on CPU sums within an example, never across examples, so the batch of 3 (another compiled
+  # program than the batch of 1) gives the same bits. (A backend that tiled sums differently per
+  # batch size would need allclose at 1e-5 on the motion and a grey level on the frames.)
   three = dataclasses.replace(FAST, num_samples=3)
   batch = pipe.generate(ref, speech, three)
   assert batch.frames.shape == (3, 24, 32, 32, 3)
@@ -81,15 +82,11 @@ def test_a_batch_equals_single_calls_with_the_matching_keys(pipe, ref, speech, s
   np.testing.assert_array_equal(keys[0], jax.random.fold_in(jax.random.PRNGKey(0), 0))
   for i in range(3):
     one = pipe.generate(ref, speech, FAST, keys=keys[i:i + 1])
-    np.testing.assert_allclose(batch.motion[i], one.motion[0], atol=1e-5)
-    _assert_frames_close(batch.frames[i], one.frames[0])
-  _assert_frames_close(batch.frames[0], seed0.frames[0])   # sample 0 ignores num_samples
+    np.testing.assert_array_equal(batch.motion[i], one.motion[0])
+    np.testing.assert_array_equal(batch.frames[i], one.frames[0])
+  np.testing.assert_array_equal(batch.frames[0], seed0.frames[0])   # sample 0 ignores the count
+  np.testing.assert_array_equal(batch.motion[0], seed0.motion[0])
   assert np.abs(batch.frames[1].astype(float) - batch.frames[2]).mean() > 1.0
-
-
-def _assert_frames_close(a, b):
-  diff = np.abs(a.astype(int) - b.astype(int))
-  assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
 
 
 # --- chunks: one call over the whole sequence, in pieces ---
