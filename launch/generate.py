@@ -58,7 +58,8 @@ _RATE = flags.DEFINE_integer("rate", 160, "Speaking rate for --text, words per m
 _TTS_COMMAND = flags.DEFINE_string("tts_command", None, "Another synthesizer for --text: a "
                                    "command with {text_file} and {wav} (and {voice}, {rate}).")
 _SAVE_PARAMS = flags.DEFINE_string("save_params", None, "Also write the per-frame parameters "
-                                   "(.npz).")
+                                   "(.npz, [T, ...]; <stem>_<i>.npz per sample), which "
+                                   "--driving_params reads.")
 _CONTROLS_VIDEO = flags.DEFINE_string("controls_video", None, "Also write a video of the result "
                                       "beside its rendered controls (.mp4).")
 _SAVE_REFERENCE = flags.DEFINE_string("save_reference", None, "Also write the reference (.npz).")
@@ -69,6 +70,14 @@ def _outputs(out: str, num: int) -> list[str]:
     raise InputError(f"--out '{out}' does not end in .mp4; expected a path such as video.mp4.")
   stem = out[:-len(".mp4")]
   return [out] if num == 1 else [f"{stem}_{i}.mp4" for i in range(num)]
+
+
+def _per_sample(path: str | None, num: int) -> list[str]:
+  """A side output's files: `path`, or <stem>_<i><ext> for each of `num` > 1 samples."""
+  if not path:
+    return []
+  stem, ext = os.path.splitext(path)
+  return [path] if num == 1 else [f"{stem}_{i}{ext}" for i in range(num)]
 
 
 def _check_writable(path: str, flag: str) -> None:
@@ -111,8 +120,8 @@ def _speech(bars) -> np.ndarray | None:
     spoken = speech_lib.synthesize(_TEXT.value, voice=_VOICE.value, rate=_RATE.value,
                                    engine="command" if _TTS_COMMAND.value else "auto",
                                    command=_TTS_COMMAND.value)
-  except (audio_lib.AudioError, speech_lib.SpeechError) as e:
-    raise InputError(f"--text: {e}") from None
+  except (ValueError, speech_lib.SpeechError) as e:   # AudioError is a ValueError; a bad
+    raise InputError(f"--text: {e}") from None       # --voice or --rate is one too
   bars("speech", 1, 1)
   return pipeline_lib.Pipeline.speech(spoken.audio, _MAX_SECONDS.value)
 
@@ -178,8 +187,9 @@ def run() -> int:
     for w in writers:
       w.abort()
     raise
-  if _SAVE_PARAMS.value:
-    fileio.save_npz(_SAVE_PARAMS.value, **{k: np.asarray(v) for k, v in result.params.items()})
+  for i, path in enumerate(_per_sample(_SAVE_PARAMS.value, options.num_samples)):
+    # One sample's parameters, per frame [T, ...]: what --driving_params reads back.
+    fileio.save_npz(path, **{k: np.asarray(v)[i] for k, v in result.params.items()})
   if _SAVE_REFERENCE.value:
     ref.save(_SAVE_REFERENCE.value)
   secs = result.num_frames / contracts.FPS

@@ -40,3 +40,67 @@ def synthetic_tiny(tmp_path_factory):
   from vlogger_jax.data import builders  # pylint: disable=g-import-not-at-top
   data_dir = str(tmp_path_factory.mktemp("data"))
   return data_dir, builders.ensure_synthetic(data_dir, "tiny")
+
+
+def random_params(model, seed=0):
+  """Parameters of `model`'s shapes drawn with NumPy, without compiling `model.init` (the tiny
+  video model's init compiles for ~20 s on CPU): kernels N(0, 1 / fan_in), biases N(0, 0.02²),
+  scales 1, the motion statistics mean 0 and std 1, anything else N(0, 0.02²). Unlike a real
+  init no layer is zero (ControlNet's zero convolutions, the UNet's output convolution), so
+  every input (reference, controls, context) reaches the output."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  abstract = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+
+  def draw(path, a):
+    name = str(getattr(path[-1], "key", path[-1]))
+    shape, dtype = a.shape, a.dtype
+    if name == "kernel":
+      fan_in = int(np.prod(shape[:-1])) or 1
+      v = rng.normal(0.0, fan_in ** -0.5, shape)
+    elif name in ("scale", "std"):
+      v = np.ones(shape)
+    elif name == "mean":
+      v = np.zeros(shape)
+    else:
+      v = rng.normal(0.0, 0.02, shape)
+    return np.asarray(v, dtype)
+
+  return jax.tree_util.tree_map_with_path(draw, abstract)
+
+
+# The tiny stages' configs for generation tests: the motion model with a short window (48 frames,
+# overlap 24) so that a few seconds of speech span several windows; the 32² video model.
+TINY_STAGES = {"motion": ("configs/motion.py:tiny", {"data.max_frames": 48,
+                                                     "sampling.overlap": 24}),
+               "video": ("configs/base128.py:tiny", {"pretrained": "none"})}
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+  """{'motion': path, 'video': path}: weights files (float32) of the tiny stages with random
+  parameters (random_params), written once per test session."""
+  from vlogger_jax import models  # pylint: disable=g-import-not-at-top
+  from vlogger_jax.models import weights  # pylint: disable=g-import-not-at-top
+  from vlogger_jax.train import config_lib  # pylint: disable=g-import-not-at-top
+  folder = tmp_path_factory.mktemp("weights")
+  out = {}
+  for kind, (spec, overrides) in TINY_STAGES.items():
+    config = config_lib.overridden(config_lib.load_config_file(os.path.join(REPO, spec)),
+                                   **overrides)
+    config = models.resolve(config)
+    model = models.build(config)
+    out[kind] = weights.save(str(folder / f"{kind}.npz"), config, random_params(model), 0,
+                             dtype="float32")
+  return out
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory):
+  """Path of a reference file (.npz) of held-out synthetic identity 0 at 32², written once per
+  test session (rendering it compiles the renderer: ~5 s on CPU)."""
+  from vlogger_jax.inference import reference  # pylint: disable=g-import-not-at-top
+  path = tmp_path_factory.mktemp("reference") / "synthetic0.npz"
+  return reference.synthetic(0, 32).save(str(path))

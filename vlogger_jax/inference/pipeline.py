@@ -94,12 +94,15 @@ def _overrides(**kw) -> dict:
 
 def _chunked(run_chunk, inputs: dict, length: int, cfg: windowed_sampler.SamplerConfig,
              windows_per_chunk: int, frame_shape: tuple, batch: int, emit, progress=None,
-             stage: str = ""):
+             stage: str = "", device=None):
   """Runs a windowed sampler over `length` frames in chunks of `windows_per_chunk` windows.
 
   inputs: per-frame arrays [B, P, ...] padded to cover every chunk (`chunk_frames` below);
   run_chunk(inputs_slice, context, first_window) -> frames [B, L, *frame_shape];
-  emit(frames [B, t, ...] numpy, start) receives the finished frames in order."""
+  emit(frames [B, t, ...] numpy, start) receives the finished frames in order.
+  device: where the model's parameters are; the first chunk's (zero) context is committed there
+  like the later chunks' contexts (outputs of the previous call), so that all chunks share one
+  compilation (jit keys its cache on whether arguments are committed)."""
   w, o = cfg.window, cfg.overlap
   stride = w - o
   total = windowed_sampler.num_windows(length, w, o)
@@ -107,6 +110,8 @@ def _chunked(run_chunk, inputs: dict, length: int, cfg: windowed_sampler.Sampler
   chunk_len = (k - 1) * stride + w
   chunks = -(-total // k)
   context = jnp.zeros((batch, o) + tuple(frame_shape), jnp.float32)
+  if device is not None:
+    context = jax.device_put(context, device)
   if progress is not None:
     progress(stage, 0, chunks)   # the clock starts before the first chunk compiles
   for c in range(chunks):
@@ -118,6 +123,11 @@ def _chunked(run_chunk, inputs: dict, length: int, cfg: windowed_sampler.Sampler
     context = out[:, k * stride:k * stride + o]
     if progress is not None:
       progress(stage, c + 1, chunks)
+
+
+def _device(params):
+  """The device holding a tree of parameters."""
+  return next(iter(jax.tree.leaves(params)[0].devices()))
 
 
 def chunk_frames(length: int, cfg: windowed_sampler.SamplerConfig, windows_per_chunk: int) -> int:
@@ -257,7 +267,7 @@ class Pipeline:
       out[:, start:start + frames.shape[1]] = frames
 
     _chunked(run_chunk, {"mel": jnp.asarray(mel)}, length, cfg, options.windows_per_chunk,
-             (contracts.MOTION_DIM,), n, emit, progress, "motion")
+             (contracts.MOTION_DIM,), n, emit, progress, "motion", _device(params))
     per = [model.to_parameters(params, m, ref.head_pose, ref.body_keypoints) for m in out]
     names = ("expression", "head_pose", "body_keypoints")
     return {k: np.stack([p[i] for p in per]).astype(np.float32)
@@ -350,7 +360,7 @@ class Pipeline:
         frames[:, start:start + u8.shape[1]] = u8
 
     _chunked(run_chunk, per_frame, length, cfg, options.windows_per_chunk, (size, size, 3), n,
-             emit, progress, f"video {size}²")
+             emit, progress, f"video {size}²", _device(params))
     return frames
 
   def generate(self, ref: reference_lib.Reference, speech=None, options: Options = Options(), *,
