@@ -217,11 +217,18 @@ class Pipeline:
   def speech(source, max_seconds: float = Options.max_seconds) -> np.ndarray:
     """16 kHz mono speech from a path or a [S] float array at 16 kHz, checked: not empty, not
     silent, at least one video frame long and at most `max_seconds`."""
+    is_file = isinstance(source, (str, os.PathLike))
+    name = f"audio file '{os.fspath(source)}'" if is_file else "the speech"
     try:
-      wave = (audio_lib.load_audio(source) if isinstance(source, (str, os.PathLike))
-              else audio_lib.load_audio(np.asarray(source), sample_rate=contracts.SAMPLE_RATE))
+      wave = (audio_lib.load_audio(source, allow_silent=True) if is_file else
+              audio_lib.load_audio(np.asarray(source), sample_rate=contracts.SAMPLE_RATE,
+                                   allow_silent=True))
     except audio_lib.AudioError as e:
       raise InputError(str(e)) from None
+    peak = float(np.abs(wave).max())
+    if peak < audio_lib.SILENCE_PEAK:
+      raise InputError(f"{name} is silent (peak amplitude {peak:.2g}); expected audible "
+                       "speech.")
     seconds = wave.size / contracts.SAMPLE_RATE
     if audio_lib.num_frames(wave.size) < 1:
       raise InputError(f"the speech lasts {seconds * 1000:.0f} ms, shorter than one video "
