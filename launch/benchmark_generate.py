@@ -20,6 +20,7 @@ import tempfile
 import time
 
 from absl import app, flags, logging
+import flax.linen as nn
 import jax
 from ml_collections import config_flags
 import numpy as np
@@ -59,7 +60,6 @@ def _stage(path, config, kind):
     return loading.load(path, expect=(kind,))
   config = models.resolve(config)
   model = models.build(config)
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top  (only for fresh parameters)
   params = jax.jit(lambda k: nn.meta.unbox(model.init(k)))(jax.random.PRNGKey(0))
   return loading.Loaded(model=model, params=params, config=config, step=0, workdir="(fresh)")
 
@@ -134,10 +134,12 @@ def main(argv):
       print(f"encoding not timed: {e}")
   end_to_end = sum(r["median_s"] for k, r in rows.items() if k != "controls")
   vcfg, mcfg = pipe.video_config(options), pipe.motion_config(options)
+  steps = lambda cfg, stage: (cfg.num_steps if cfg.sampler != "ddpm"
+                              else stage.config.diffusion.num_steps)
   print(f"{jax.devices()[0].device_kind}: {seconds:g} s of video ({frames} frames) at {size}², "
-        f"{_SAMPLES.value} sample(s); motion {mcfg.sampler}-{mcfg.num_steps if mcfg.sampler != 'ddpm' else pipe.motion.config.diffusion.num_steps} "
-        f"guidance {mcfg.guidance:g}; video {vcfg.sampler}-{vcfg.num_steps if vcfg.sampler != 'ddpm' else pipe.video.config.diffusion.num_steps} "
-        f"guidance {vcfg.guidance:g}, window {vcfg.window}, overlap {vcfg.overlap}")
+        f"{_SAMPLES.value} sample(s); motion {mcfg.sampler}-{steps(mcfg, pipe.motion)} guidance "
+        f"{mcfg.guidance:g}; video {vcfg.sampler}-{steps(vcfg, pipe.video)} guidance "
+        f"{vcfg.guidance:g}, window {vcfg.window}, overlap {vcfg.overlap}")
   for name, r in rows.items():
     print(f"  {name:>14}: {r['median_s']:8.3f} s  ({r['s_per_video_s']:.3f} s per video s, "
           f"{r['s_per_frame'] * 1000:.1f} ms per frame; first run {r['first_s']:.1f} s)")

@@ -93,15 +93,8 @@ def _check_writable(path: str, flag: str) -> None:
 
 
 def _driving(path: str) -> dict:
-  if not os.path.isfile(path):
-    raise InputError(f"--driving_params '{path}' does not exist; expected a .npz of per-frame "
-                     "parameters (e.g. written by --save_params).")
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      return {k: f[k] for k in f.files}
-  except Exception as e:  # pylint: disable=broad-except  (zip and format errors alike)
-    raise InputError(f"--driving_params '{path}' cannot be read ({type(e).__name__}); expected "
-                     "a .npz of per-frame parameters.") from None
+  return reference_lib.read_npz(path, "--driving_params", "a .npz of per-frame parameters "
+                                "(e.g. written by --save_params)")
 
 
 def _speech(bars) -> np.ndarray | None:

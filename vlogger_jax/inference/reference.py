@@ -78,8 +78,8 @@ def synthetic(index: int = 0, resolution: int = 128, head_model=None) -> Referen
   """Held-out synthetic identity `index`: the first frame of its clip and its parameters."""
   if int(index) < 0:
     raise InputError(f"synthetic identity {index} is negative; expected an index >= 0.")
-  clip = synthetic_lib.generate_clip(synthetic_seed(index), num_frames=1, resolution=resolution,
-                                 head_model=head_model)
+  clip = synthetic_lib.generate_clip(synthetic_seed(index), num_frames=1,
+                                     resolution=resolution, head_model=head_model)
   return Reference(image=clip["frames"][0], shape=clip["shape"], fov=np.float32(clip["fov"]),
                    expression=clip["expression"][0], head_pose=clip["head_pose"][0],
                    body_keypoints=clip["body_keypoints"][0],
@@ -94,20 +94,20 @@ def read_image(path: str) -> np.ndarray:
     raise InputError(f"{name} does not exist; expected a PNG or JPEG picture of the person.")
   if not os.path.isfile(path) or os.path.getsize(path) == 0:
     raise InputError(f"{name} is empty or not a regular file; expected a PNG or JPEG "
-                         "picture of the person.")
+                     "picture of the person.")
   try:
     with Image.open(path) as im:
       if im.width * im.height > MAX_PIXELS:
         raise InputError(f"{name} is {im.width}x{im.height} pixels, more than "
-                             f"{MAX_PIXELS // 1_000_000} megapixels; expected a photo of "
-                             "ordinary size.")
+                         f"{MAX_PIXELS // 1_000_000} megapixels; expected a photo of "
+                         "ordinary size.")
       im = ImageOps.exif_transpose(im)
       return _to_rgb8(im)
   except InputError:
     raise
   except Exception as e:  # pylint: disable=broad-except  (Pillow raises many kinds)
     raise InputError(f"{name} cannot be read as an image ({type(e).__name__}); expected a "
-                         "PNG or JPEG picture of the person.") from None
+                     "PNG or JPEG picture of the person.") from None
 
 
 def _to_rgb8(im: Image.Image) -> np.ndarray:
@@ -132,7 +132,7 @@ def _params_from(data, name: str) -> dict:
   for k, shape in PARAM_SHAPES.items():
     if k not in data:
       raise InputError(f"{name} lacks '{k}'; expected the fields "
-                           f"{', '.join(PARAM_SHAPES)} (as Reference.save writes them).")
+                       f"{', '.join(PARAM_SHAPES)} (as Reference.save writes them).")
     v = np.asarray(data[k], np.float32)
     if v.shape != shape:
       raise InputError(f"{name} holds '{k}' of shape {v.shape}; expected {shape}.")
@@ -142,23 +142,24 @@ def _params_from(data, name: str) -> dict:
   return out
 
 
-def _read_npz(path: str, what: str):
+def read_npz(path: str, what: str,
+             expected: str = "a .npz written by Reference.save or launch/fit_image.py") -> dict:
+  """The arrays of a .npz input (no pickles), or InputError naming `what` and `expected`."""
   if not os.path.isfile(path):
-    raise InputError(f"{what} '{path}' does not exist; expected a .npz written by "
-                         "Reference.save or launch/fit_image.py.")
+    raise InputError(f"{what} '{path}' does not exist; expected {expected}.")
   try:
     with np.load(path, allow_pickle=False) as f:
       return {k: f[k] for k in f.files}
   except Exception as e:  # pylint: disable=broad-except  (zip and format errors alike)
-    raise InputError(f"{what} '{path}' cannot be read ({type(e).__name__}); expected a .npz "
-                         "written by Reference.save or launch/fit_image.py.") from None
+    raise InputError(f"{what} '{path}' cannot be read ({type(e).__name__}); expected "
+                     f"{expected}.") from None
 
 
 def _square(image: np.ndarray, name: str) -> np.ndarray:
   h, w = image.shape[:2]
   if h != w:
     raise InputError(f"{name} is {w}x{h}; its parameters are fitted on a square image, so "
-                         "expected a square picture (the one the parameters were fitted on).")
+                     "expected a square picture (the one the parameters were fitted on).")
   return image
 
 
@@ -166,24 +167,24 @@ def load(path: str, params: str | None = None) -> Reference:
   """A reference from a reference file (.npz with its image), or an image file and the
   parameters file `params` fitted on it."""
   if str(path).endswith(".npz"):
-    data = _read_npz(path, "reference file")
+    data = read_npz(path, "reference file")
     name = f"reference file '{path}'"
     if "image" not in data:
       raise InputError(f"{name} lacks 'image'; expected the picture [H, H, 3] uint8 beside "
-                           "its parameters.")
+                       "its parameters.")
     image = np.asarray(data["image"])
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
       raise InputError(f"{name} holds an image of shape {image.shape} and dtype "
-                           f"{image.dtype}; expected [H, H, 3] uint8.")
+                       f"{image.dtype}; expected [H, H, 3] uint8.")
     fields = _params_from(data, name)
     if params is not None:
-      fields = _params_from(_read_npz(params, "parameters file"), f"parameters file '{params}'")
+      fields = _params_from(read_npz(params, "parameters file"), f"parameters file '{params}'")
     label = str(data["name"]) if "name" in data else os.path.basename(path)
     return Reference(image=_square(image, name), name=label, **fields)
   image = read_image(path)
   if params is None:
     return from_photo(path, image)
-  fields = _params_from(_read_npz(params, "parameters file"), f"parameters file '{params}'")
+  fields = _params_from(read_npz(params, "parameters file"), f"parameters file '{params}'")
   return Reference(image=_square(image, f"image file '{path}'"),
                    name=os.path.basename(path), **fields)
 
@@ -193,9 +194,9 @@ def from_photo(path: str, image: np.ndarray | None = None) -> Reference:
   (the seam for launch/fit_image.py). This version has no fitting yet."""
   del image
   raise InputError(f"image file '{path}' has no parameters, and fitting the head and body "
-                       "model to a photo is not part of this version yet; expected a reference "
-                       "file (.npz, e.g. from `launch/generate.py --save_reference`), an image "
-                       "with --params, or a synthetic identity (--image=synthetic:N).")
+                   "model to a photo is not part of this version yet; expected a reference "
+                   "file (.npz, e.g. from `launch/generate.py --save_reference`), an image "
+                   "with --params, or a synthetic identity (--image=synthetic:N).")
 
 
 def parse(spec: str, params: str | None = None, resolution: int = 128) -> Reference:
@@ -206,6 +207,6 @@ def parse(spec: str, params: str | None = None, resolution: int = 128) -> Refere
     index = spec.partition(":")[2] or "0"
     if not index.isdigit():
       raise InputError(f"--image '{spec}' names no identity; expected synthetic:N with N a "
-                           "number >= 0, e.g. synthetic:3.")
+                       "number >= 0, e.g. synthetic:3.")
     return synthetic(int(index), resolution)
   return load(spec, params)
