@@ -151,10 +151,7 @@ def run() -> int:
     length = audio_lib.num_frames(wave.size)
     wave = wave[:audio_lib.num_samples_for_frames(length)]
   size = pipe.resolution
-  writers = [video_io.VideoWriter(p, (size, size), audio=wave) for p in outs]
-  if _CONTROLS_VIDEO.value:
-    writers.append(video_io.VideoWriter(_CONTROLS_VIDEO.value, (size, 2 * size), audio=wave))
-  pending = {}
+  writers, pending = [], {}
 
   def on_controls(controls, start):
     del start
@@ -168,6 +165,10 @@ def run() -> int:
       writers[-1].write(np.concatenate([frames[0], pending.pop("controls")], axis=2))
 
   try:
+    for path in outs:
+      writers.append(video_io.VideoWriter(path, (size, size), audio=wave))
+    if _CONTROLS_VIDEO.value:
+      writers.append(video_io.VideoWriter(_CONTROLS_VIDEO.value, (size, 2 * size), audio=wave))
     result = pipe.generate(ref, wave if driving is None else None, options, driving=driving,
                            on_frames=on_frames,
                            on_controls=on_controls if _CONTROLS_VIDEO.value else None,

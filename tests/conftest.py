@@ -1,11 +1,22 @@
 """Shared test set-up: CPU only, quiet logs, a helper to run code in a fresh process."""
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# One persistent compilation cache for the session, set before JAX is imported: this process
+# and every process the tests start (which inherit the variable) compile each program once.
+# Many tests start `launch/*.py` processes that compile the same tiny programs; on a 2-core CPU
+# compilation is most of their time.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="vlogger_jax_test_jit_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  atexit.register(shutil.rmtree, _CACHE, True)
 
 import pytest  # noqa: E402
 

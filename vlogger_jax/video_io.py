@@ -122,8 +122,10 @@ class VideoWriter:
         cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "96k"]
       cmd += ["-f", "mp4", self._tmp]
       self._stderr = tempfile.TemporaryFile()
+      # Its own session: a terminal's Ctrl-C reaches this process, which aborts ffmpeg itself,
+      # instead of killing ffmpeg under a write that would then fail as an encoding error.
       self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=self._stderr)
+                                    stderr=self._stderr, start_new_session=True)
     except BaseException:
       self.abort()
       raise

@@ -114,15 +114,22 @@ def _chunked(run_chunk, inputs: dict, length: int, cfg: windowed_sampler.Sampler
     context = jax.device_put(context, device)
   if progress is not None:
     progress(stage, 0, chunks)   # the clock starts before the first chunk compiles
-  for c in range(chunks):
-    start = c * k * stride
-    piece = {name: a[:, start:start + chunk_len] for name, a in inputs.items()}
-    out = run_chunk(piece, context, jnp.asarray(c * k, jnp.int32))
-    keep = min(k * stride, length - start) if c < chunks - 1 else length - start
-    emit(np.asarray(out[:, :keep]), start)
-    context = out[:, k * stride:k * stride + o]
-    if progress is not None:
-      progress(stage, c + 1, chunks)
+  # Chunk c + 1 is dispatched before chunk c's frames are pulled to the host (its context is a
+  # device array), so the device works while the host encodes the frames before them.
+  pending = None
+  for c in range(chunks + 1):
+    if c < chunks:
+      start = c * k * stride
+      piece = {name: a[:, start:start + chunk_len] for name, a in inputs.items()}
+      out = run_chunk(piece, context, jnp.asarray(c * k, jnp.int32))
+      context = out[:, k * stride:k * stride + o]
+    if pending is not None:
+      done_out, done_start = pending
+      keep = min(k * stride, length - done_start) if c < chunks else length - done_start
+      emit(np.asarray(done_out[:, :keep]), done_start)
+      if progress is not None:
+        progress(stage, c, chunks)
+    pending = (out, start) if c < chunks else None
 
 
 def _device(params):
