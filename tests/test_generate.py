@@ -258,8 +258,14 @@ def _interrupted(inputs, folder):
   """(return code, stderr) of a run sent SIGINT once its video stage has made progress."""
   folder.mkdir()
   args = inputs.args(str(folder / "long.mp4"), f"--audio={inputs.long}", speech=False)
-  # Its own session, signalled as a group: as a terminal's Ctrl-C, which reaches ffmpeg too.
-  proc = subprocess.Popen([sys.executable, GENERATE, *args], cwd=REPO, env=_env(inputs.cache),
+  # Its own session, signalled as a group, as a terminal's Ctrl-C is (ffmpeg has its own).
+  # SIGINT as a terminal gives it: a shell that starts a job in the background (as CI may run
+  # this suite) sets SIGINT to be ignored, which Python then keeps; the wrapper restores
+  # Python's own handler before running the command line.
+  wrap = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+          "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+  proc = subprocess.Popen([sys.executable, "-c", wrap, GENERATE, *args], cwd=REPO,
+                          env=_env(inputs.cache),
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           start_new_session=True)
   lines = []
