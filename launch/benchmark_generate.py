@@ -17,7 +17,6 @@ window), base video, and H.264 encoding (on the host CPU, through ffmpeg, where 
 
 import sys
 import tempfile
-import time
 
 from absl import app, flags, logging
 import flax.linen as nn
@@ -64,18 +63,6 @@ def _stage(path, config, kind):
   return loading.Loaded(model=model, params=params, config=config, step=0, workdir="(fresh)")
 
 
-def _median_run(fn, repeats):
-  first_start = time.perf_counter()
-  fn()
-  first = time.perf_counter() - first_start
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return first, timing.median(times)
-
-
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
@@ -119,7 +106,8 @@ def main(argv):
 
   rows = {}
   for name, fn in (("motion", motion), ("controls", controls), ("base video", video)):
-    first, med = _median_run(fn, _REPEATS.value)
+    first, times = timing.time_calls(fn, repeats=_REPEATS.value)
+    med = timing.median(times)
     rows[name] = {"first_s": first, "median_s": med, "s_per_video_s": med / seconds,
                   "s_per_frame": med / frames}
   if _ENCODE.value:
@@ -127,7 +115,8 @@ def main(argv):
       with tempfile.TemporaryDirectory() as tmp:
         def encode():
           video_io.write_video(f"{tmp}/v.mp4", held["frames"][0], audio=wave)
-        first, med = _median_run(encode, _REPEATS.value)
+        first, times = timing.time_calls(encode, repeats=_REPEATS.value)
+        med = timing.median(times)
       rows["encode (host)"] = {"first_s": first, "median_s": med, "s_per_video_s": med / seconds,
                                "s_per_frame": med / frames}
     except video_io.VideoError as e:

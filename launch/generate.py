@@ -81,15 +81,10 @@ def _per_sample(path: str | None, num: int) -> list[str]:
 
 
 def _check_writable(path: str, flag: str) -> None:
-  folder = os.path.dirname(os.path.abspath(path))
-  if not os.path.isdir(folder):
-    raise InputError(f"{flag} '{path}': the folder '{folder}' does not exist; expected an "
-                     "existing folder.")
-  if not os.access(folder, os.W_OK):
-    raise InputError(f"{flag} '{path}': the folder '{folder}' is not writable; expected a "
-                     "folder you may write into.")
-  if os.path.isdir(path):
-    raise InputError(f"{flag} '{path}' is a folder; expected a file name.")
+  reason = fileio.unwritable_reason(path)
+  if reason:
+    raise InputError(f"{flag} '{path}': {reason}; expected a file name in an existing folder "
+                     "you may write into.")
 
 
 def _driving(path: str) -> dict:

@@ -10,6 +10,20 @@ from typing import Any
 import numpy as np
 
 
+def unwritable_reason(path) -> str | None:
+  """Why a file cannot be written at `path` (its folder is missing or not writable, or `path`
+  is a folder), as a phrase; None if it can. Checked before work whose result goes there."""
+  path = os.fspath(path)
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder):
+    return f"the folder '{folder}' does not exist"
+  if not os.access(folder, os.W_OK):
+    return f"the folder '{folder}' is not writable"
+  if os.path.isdir(path):
+    return "it is a folder"
+  return None
+
+
 def write_json(path: str, obj: Any, indent: int | None = 2) -> str:
   """Writes `obj` as JSON to a temporary name beside `path`, then renames it; returns path."""
   path = os.fspath(path)

@@ -97,12 +97,10 @@ class VideoWriter:
     if not fps or fps <= 0:
       raise VideoError(f"write_video: fps is {fps}; expected a positive frame rate.")
     directory = os.path.dirname(os.path.abspath(self.path))
-    if not os.path.isdir(directory):
-      raise VideoError(f"write_video: the folder of {self.path!r} does not exist; expected an "
-                       "existing folder to write the video into.")
-    if not os.access(directory, os.W_OK):
-      raise VideoError(f"write_video: the folder of {self.path!r} is not writable; expected a "
-                       "folder this user may write into.")
+    reason = fileio.unwritable_reason(self.path)
+    if reason:
+      raise VideoError(f"write_video: {self.path!r} cannot be written ({reason}); expected a "
+                       "file name in an existing folder this user may write into.")
     samples = None if audio is None else _audio_int16(audio)
     self.size, self.frames_written = (h, w), 0
     fd, self._tmp = tempfile.mkstemp(prefix=".tmp_video_", suffix=".mp4", dir=directory)

@@ -103,12 +103,8 @@ def _chunked(run_chunk, inputs: dict, length: int, cfg: windowed_sampler.Sampler
   device: where the model's parameters are; the first chunk's (zero) context is committed there
   like the later chunks' contexts (outputs of the previous call), so that all chunks share one
   compilation (jit keys its cache on whether arguments are committed)."""
-  w, o = cfg.window, cfg.overlap
-  stride = w - o
-  total = windowed_sampler.num_windows(length, w, o)
-  k = max(1, min(int(windows_per_chunk), total))
-  chunk_len = (k - 1) * stride + w
-  chunks = -(-total // k)
+  o, stride, k, chunks = _chunk_plan(length, cfg, windows_per_chunk)
+  chunk_len = (k - 1) * stride + cfg.window
   context = jnp.zeros((batch, o) + tuple(frame_shape), jnp.float32)
   if device is not None:
     context = jax.device_put(context, device)
@@ -137,13 +133,17 @@ def _device(params):
   return next(iter(jax.tree.leaves(params)[0].devices()))
 
 
+def _chunk_plan(length: int, cfg: windowed_sampler.SamplerConfig, windows_per_chunk: int):
+  """(overlap, stride, windows per chunk, chunks) of `length` frames."""
+  total = windowed_sampler.num_windows(length, cfg.window, cfg.overlap)
+  k = max(1, min(int(windows_per_chunk), total))
+  return cfg.overlap, cfg.window - cfg.overlap, k, -(-total // k)
+
+
 def chunk_frames(length: int, cfg: windowed_sampler.SamplerConfig, windows_per_chunk: int) -> int:
   """Frames that the chunks of `_chunked` read: `length` rounded up to whole chunks."""
-  w, o = cfg.window, cfg.overlap
-  stride = w - o
-  total = windowed_sampler.num_windows(length, w, o)
-  k = max(1, min(int(windows_per_chunk), total))
-  return ((-(-total // k)) * k - 1) * stride + w
+  _, stride, k, chunks = _chunk_plan(length, cfg, windows_per_chunk)
+  return (chunks * k - 1) * stride + cfg.window
 
 
 def _pad(a: np.ndarray, frames: int, mode: str = "edge") -> np.ndarray:
