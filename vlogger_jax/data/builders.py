@@ -2,8 +2,8 @@
 
 Two builders write the same record format (records.py, docs/data.md):
   SyntheticTalkingHumans  clips made by vlogger_jax/data/synthetic.py, configs tiny/small/
-                          video_cpu/motion/video/large, splits 'train' and 'test' (held-out seeds,
-                          hence held-out identities)
+                          video_cpu/motion/video/large and sr_tiny/sr256/sr512 (super-resolution),
+                          splits 'train' and 'test' (held-out seeds, hence held-out identities)
   TalkingClipsFolder      prepared real clips, one schema .npz per clip under <folder>/<split>/
 
 `prepare` builds one (resumable: a killed build starts over, a finished one is a no-op; builds of
@@ -83,11 +83,18 @@ def _ordered_map(fn: Callable, items: list, workers: int) -> Iterator:
 
 @dataclasses.dataclass(eq=False)
 class SyntheticConfig(tfds.core.BuilderConfig):
-  """Size of a synthetic dataset."""
+  """Size of a synthetic dataset: clips per split, frames per clip (num_test_frames for the test
+  clips, 0 for num_frames) and resolution."""
   num_train: int = 0
   num_test: int = 0
   num_frames: int = schema.CLIP_FRAMES
   resolution: int = 128
+  num_test_frames: int = 0
+
+  @property
+  def test_frames(self) -> int:
+    """Frames per test clip."""
+    return self.num_test_frames or self.num_frames
 
 
 SYNTHETIC_CONFIGS = [
@@ -110,6 +117,21 @@ SYNTHETIC_CONFIGS = [
     SyntheticConfig(name="large", num_train=4000, num_test=200, num_frames=schema.CLIP_FRAMES,
                     resolution=256,
                     description="Accelerator training: 4000 + 200 clips of 10 s at 256 px."),
+    # Super-resolution stages: short train clips (a record is one clip, so an 8-frame window reads
+    # at most 3x the frames it uses) of many identities; test clips long enough for a base-model
+    # reenactment and a cascade evaluation. sr256 and sr512 share their seeds, and a seed is the
+    # same scene at every resolution (docs/data.md).
+    SyntheticConfig(name="sr_tiny", num_train=4, num_test=2, num_frames=16, num_test_frames=48,
+                    resolution=64,
+                    description="For tests: 4 clips of 16 frames + 2 of 2 s at 64 px."),
+    SyntheticConfig(name="sr256", num_train=320, num_test=16, num_frames=24, num_test_frames=120,
+                    resolution=256,
+                    description="128->256 super-resolution: 320 clips of 1 s + 16 of 5 s at "
+                    "256 px."),
+    SyntheticConfig(name="sr512", num_train=320, num_test=16, num_frames=24, num_test_frames=120,
+                    resolution=512,
+                    description="256->512 super-resolution: 320 clips of 1 s + 16 of 5 s at "
+                    "512 px (the identities of sr256)."),
 ]
 
 
@@ -145,13 +167,12 @@ class SyntheticTalkingHumans(_Builder):
   def _split_generators(self, dl_manager):
     del dl_manager
     c = self.builder_config
-    return {"train": self._generate_examples(range(c.num_train)),
+    return {"train": self._generate_examples(range(c.num_train), c.num_frames),
             "test": self._generate_examples(range(TEST_SEED_OFFSET,
-                                                  TEST_SEED_OFFSET + c.num_test))}
+                                                  TEST_SEED_OFFSET + c.num_test), c.test_frames)}
 
-  def _generate_examples(self, seeds: Iterable[int]):
-    c = self.builder_config
-    items = [(int(s), c.num_frames, c.resolution) for s in seeds]
+  def _generate_examples(self, seeds: Iterable[int], num_frames: int):
+    items = [(int(s), num_frames, self.builder_config.resolution) for s in seeds]
     yield from _ordered_map(_synthetic_example, items, self._workers)
 
 
