@@ -210,3 +210,17 @@ def test_split_larger_than_the_shuffle_buffer_fails_in_one_sentence(tmp_path, mo
   assert shuffle.MAX_MEM_BUFFER_SIZE == 1000
   monkeypatch.undo()
   assert builders._shuffle_buffer_bytes() > 1 << 30
+
+
+def test_super_resolution_configs_share_seeds_and_have_longer_test_clips(tmp_path, monkeypatch):
+  configs = {c.name: c for c in builders.SYNTHETIC_CONFIGS}
+  for name, resolution in (("sr256", 256), ("sr512", 512)):
+    c = configs[name]
+    assert (c.num_train, c.num_test, c.num_frames, c.test_frames, c.resolution) == (
+        320, 16, 24, 120, resolution)
+  assert configs["video"].test_frames == configs["video"].num_frames  # 0: the train length.
+  # Which (seed, frames, resolution) each split renders, without rendering them.
+  monkeypatch.setattr(builders, "_synthetic_example", lambda args: args)
+  splits = builders.synthetic_builder(str(tmp_path), "sr_tiny")._split_generators(None)
+  assert list(splits["train"]) == [(s, 16, 64) for s in range(4)]
+  assert list(splits["test"]) == [(builders.TEST_SEED_OFFSET + s, 48, 64) for s in range(2)]
