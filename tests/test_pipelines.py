@@ -6,6 +6,7 @@ import os
 from array_record.python import array_record_module
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from test_builders import FRAMES, RES, TRAIN_SEEDS, write_clip_folder
 from vlogger_jax import motion
@@ -109,6 +110,65 @@ def test_frames_are_box_filtered_down_and_images_have_one_frame(dataset):
   assert np.abs(b["frames"][0, 0].astype(np.float32) - boxed).max() <= 1
 
 
+@pytest.fixture(scope="module")
+def decoded(dataset):
+  """The train split's records decoded into memory, plus a clip of exactly 8 frames (a window
+  has one start) and one of 7 (too short for 8-frame windows): an in-memory data source."""
+  path, _ = dataset
+  source = tfds.builder_from_directory(path).as_data_source("train")
+  clips = [source[i] for i in range(len(source))]
+  for length, offset in ((8, 1.0), (7, 2.0)):
+    clip = {k: (v[:length] if isinstance(v, np.ndarray) and v.ndim and k != "shape" else v)
+            for k, v in clips[0].items()}
+    clip["num_frames"], clip["shape"] = np.int32(length), clips[0]["shape"] + offset
+    clips.append(clip)
+  return clips
+
+
+def test_frame_windows_are_consecutive_frames_with_their_parameters(dataset, decoded, caplog):
+  _, clips = dataset
+  exact, short = decoded[-2], decoded[-1]
+  it = pipelines.frames_pipeline(decoded, "train", 4, seed=1, resolution=RES, num_frames=8)
+  seen = set()
+  for _ in range(4):  # 16 windows: two epochs of the 7 usable clips.
+    b = next(it)
+    assert {k: (v.shape, v.dtype) for k, v in b.items()} == {
+        "frames": ((4, 8, RES, RES, 3), np.uint8), "shape": ((4, 64), np.float32),
+        "fov": ((4,), np.float32), "expression": ((4, 8, 64), np.float32),
+        "head_pose": ((4, 8, 9), np.float32), "body_keypoints": ((4, 8, 75, 2), np.float32),
+        "body_visibility": ((4, 8, 75), np.float32)}
+    for i in range(4):
+      seen.add(tuple(b["shape"][i]))
+      if np.array_equal(b["shape"][i], exact["shape"]):
+        clip, s = _clip(clips, decoded[0]["shape"]), 0  # Its frames are clip 0's first eight.
+      else:
+        clip = _clip(clips, b["shape"][i])
+        s = _row(clip["expression"], b["expression"][i, 0])
+      assert s + 8 <= FRAMES and b["fov"][i] == clip["fov"]
+      np.testing.assert_array_equal(b["frames"][i], clip["frames"][s:s + 8])
+      for key in ("expression", "head_pose", "body_keypoints", "body_visibility"):
+        np.testing.assert_array_equal(b[key][i], clip[key][s:s + 8])
+  assert tuple(exact["shape"]) in seen and tuple(short["shape"]) not in seen
+  assert len(seen) == len(TRAIN_SEEDS) + 1
+  assert "Skipped a clip of 7 frames: too short for 8-frame windows" in caplog.text
+
+
+def test_restored_frames_iterator_continues_with_the_same_batches(decoded):
+  make = lambda seed: pipelines.frames_pipeline(decoded, "train", 3, seed=seed,  # noqa: E731
+                                                resolution=8, num_frames=4)
+  it = make(0)
+  for _ in range(2):
+    next(it)
+  state = json.loads(json.dumps(it.get_state()))
+  want = [next(it) for _ in range(3)]
+  restored = make(0)
+  restored.set_state(state)
+  for a, b in zip(want, [next(restored) for _ in range(3)]):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  assert not np.array_equal(next(make(1))["expression"], next(make(0))["expression"])
+
+
 def _ids(batches, key="shape"):
   return [tuple(row) for b in batches for row in b[key]]
 
@@ -181,6 +241,10 @@ def test_bad_paths_and_arguments_say_so(dataset, tmp_path):
     pipelines.motion_pipeline(path, "validation", 2, seed=0)
   with pytest.raises(ValueError, match="at least 1080"):
     pipelines.video_pipeline(path, "train", 2, seed=0, resolution=8, min_ref_distance=1072)
+  with pytest.raises(ValueError, match="at least 101 for 101-frame windows"):
+    pipelines.frames_pipeline(path, "train", 2, seed=0, resolution=8, num_frames=101)
+  with pytest.raises(ValueError, match="num_frames is 0"):
+    pipelines.frames_pipeline(path, "train", 2, seed=0, resolution=8, num_frames=0)
   with pytest.raises(ValueError, match="at least one clip per process"):
     pipelines.motion_pipeline(path, "test", 1, seed=0, process_index=0, process_count=3)
   with pytest.raises(ValueError, match="process_index 2 is not in"):

@@ -1,4 +1,5 @@
-"""grain input pipelines over the datasets of builders.py: motion windows, video clips, images.
+"""grain input pipelines over the datasets of builders.py: motion windows, video clips, images,
+frame windows (super-resolution).
 
 Every pipeline returns a grain DatasetIterator of host-local batches (dicts of numpy arrays with a
 leading batch dimension) that is infinite (each epoch reshuffled), deterministic for a seed and
@@ -16,6 +17,9 @@ marked:
                    body_keypoints [B, N, 75, 2], body_visibility [B, N, 75], ref_expression [B, 64],
                    ref_head_pose [B, 9], ref_body_keypoints [B, 75, 2], ref_body_visibility [B, 75]
   image_pipeline   video_pipeline with N = 1
+  frames_pipeline  frames uint8 [B, N, R, R, 3], shape [B, 64], fov [B], expression [B, N, 64],
+                   head_pose [B, N, 9], body_keypoints [B, N, 75, 2], body_visibility [B, N, 75]
+                   (video_pipeline without the reference)
 """
 
 from __future__ import annotations
@@ -194,6 +198,40 @@ def sample_window_and_reference(num_frames: int, window: int, min_distance: int,
   return s, (k if k < before[s] else s + window - 1 + min_distance + (k - before[s]))
 
 
+def window_frames(record: dict, start: int, num_frames: int, resolution: int) -> dict:
+  """Frames start .. start + num_frames - 1 of a record, decoded (only those) and resized to
+  `resolution`, with the clip's shape and fov and the frames' parameters (float32)."""
+  w = slice(start, start + num_frames)
+  png = record["frames"]
+  return {
+      "frames": np.stack([decode_frame(png[i], resolution) for i in range(w.start, w.stop)]),
+      "shape": np.asarray(record["shape"], np.float32),
+      "fov": np.asarray(record["fov"], np.float32),
+      "expression": np.asarray(record["expression"][w], np.float32),
+      "head_pose": np.asarray(record["head_pose"][w], np.float32),
+      "body_keypoints": np.asarray(record["body_keypoints"][w], np.float32),
+      "body_visibility": np.asarray(record["body_visibility"][w], np.float32),
+  }
+
+
+class FramesWindow:
+  """A record -> num_frames consecutive frames from a uniform start and their parameters."""
+
+  def __init__(self, resolution: int, num_frames: int):
+    self.resolution, self.num_frames = resolution, num_frames
+
+  def __call__(self, record: dict | None, rng: np.random.Generator) -> dict | None:
+    if record is None:
+      return None
+    t = int(record["num_frames"])
+    if t < self.num_frames:
+      logging.log_first_n(logging.WARNING, "Skipped a clip of %d frames: too short for %d-frame "
+                          "windows.", 5, t, self.num_frames)
+      return None
+    start = int(rng.integers(t - self.num_frames + 1))
+    return window_frames(record, start, self.num_frames, self.resolution)
+
+
 class VideoWindow:
   """A record -> num_frames consecutive frames, a distant reference frame and their parameters."""
 
@@ -212,24 +250,11 @@ class VideoWindow:
                           self.min_ref_distance)
       return None
     s, r = pick
-    w = slice(s, s + self.num_frames)
-    png = record["frames"]
-    frames = np.stack([decode_frame(png[i], self.resolution) for i in range(w.start, w.stop)])
-    f32 = lambda key, index: np.asarray(record[key][index], np.float32)  # noqa: E731
-    return {
-        "frames": frames,
-        "ref_frame": decode_frame(png[r], self.resolution),
-        "shape": np.asarray(record["shape"], np.float32),
-        "fov": np.asarray(record["fov"], np.float32),
-        "expression": f32("expression", w),
-        "head_pose": f32("head_pose", w),
-        "body_keypoints": f32("body_keypoints", w),
-        "body_visibility": f32("body_visibility", w),
-        "ref_expression": f32("expression", r),
-        "ref_head_pose": f32("head_pose", r),
-        "ref_body_keypoints": f32("body_keypoints", r),
-        "ref_body_visibility": f32("body_visibility", r),
-    }
+    example = window_frames(record, s, self.num_frames, self.resolution)
+    example["ref_frame"] = decode_frame(record["frames"][r], self.resolution)
+    for key in ("expression", "head_pose", "body_keypoints", "body_visibility"):
+      example["ref_" + key] = np.asarray(record[key][r], np.float32)
+    return example
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,6 +306,14 @@ def motion_pipeline(data_dir_or_source: Any, split: str, batch_size: int, seed: 
                    num_workers)
 
 
+def _check_longest_clip(records: Records, needed: int, what: str) -> None:
+  """ValueError in one sentence if the split's clip summary says no clip has `needed` frames."""
+  summary = _summary(records)
+  if summary is not None and summary["max_frames"] < needed:
+    raise ValueError(f"split {records.split} of {records.version_dir} has clips of at most "
+                     f"{summary['max_frames']} frames; expected at least {needed} for {what}.")
+
+
 def video_pipeline(data_dir_or_source: Any, split: str, batch_size: int, seed: int,
                    process_index: int = 0, process_count: int = 1, *, resolution: int,
                    num_workers: int = 0, num_frames: int = 8,
@@ -288,12 +321,8 @@ def video_pipeline(data_dir_or_source: Any, split: str, batch_size: int, seed: i
   """Video-model batches: num_frames-frame windows and a reference frame at least
   min_ref_distance frames from each of them (Supp. C.2), resized to `resolution` (module doc)."""
   records = open_records(data_dir_or_source, split)
-  summary = _summary(records)
-  needed = num_frames + min_ref_distance
-  if summary is not None and summary["max_frames"] < needed:
-    raise ValueError(f"split {split} of {records.version_dir} has clips of at most "
-                     f"{summary['max_frames']} frames; expected at least {needed} for "
-                     f"{num_frames}-frame windows with a reference {min_ref_distance} frames away.")
+  _check_longest_clip(records, num_frames + min_ref_distance,
+                      f"{num_frames}-frame windows with a reference {min_ref_distance} frames away")
   transform = VideoWindow(resolution, num_frames, min_ref_distance)
   return _iterator(records, transform, batch_size, seed, process_index, process_count,
                    num_workers)
@@ -306,3 +335,19 @@ def image_pipeline(data_dir_or_source: Any, split: str, batch_size: int, seed: i
   return video_pipeline(data_dir_or_source, split, batch_size, seed, process_index,
                         process_count, resolution=resolution, num_workers=num_workers,
                         num_frames=1, min_ref_distance=min_ref_distance)
+
+
+def frames_pipeline(data_dir_or_source: Any, split: str, batch_size: int, seed: int,
+                    process_index: int = 0, process_count: int = 1, *, resolution: int,
+                    num_frames: int, num_workers: int = 0) -> grain.DatasetIterator:
+  """Super-resolution batches: num_frames consecutive frames from a uniform start in
+  [0, T - num_frames], resized to `resolution`, and their parameters; no reference (module doc).
+
+  Only the window's frames are decoded. Clips shorter than num_frames are skipped (a warning).
+  """
+  if num_frames < 1:
+    raise ValueError(f"num_frames is {num_frames}; expected at least one frame per window.")
+  records = open_records(data_dir_or_source, split)
+  _check_longest_clip(records, num_frames, f"{num_frames}-frame windows")
+  return _iterator(records, FramesWindow(resolution, num_frames), batch_size, seed, process_index,
+                   process_count, num_workers)
