@@ -16,7 +16,8 @@ from vlogger_jax.data import builders
 
 _DATASET = flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "folder"],
                              "synthetic: generated clips; folder: .npz clips under --source.")
-_CONFIG = flags.DEFINE_string("config", "small", "Synthetic config: tiny, small or large.")
+_CONFIG = flags.DEFINE_string("config", "small", "Synthetic config: " + ", ".join(
+    c.name for c in builders.SYNTHETIC_CONFIGS) + ".")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder that receives the dataset.")
 _SOURCE = flags.DEFINE_string("source", None, "For --dataset=folder: <source>/<split>/*.npz.")
 _WORKERS = flags.DEFINE_integer("workers", 0, "Processes that make and encode clips (0: this one).")
