@@ -12,14 +12,16 @@ import ml_collections
 
 from vlogger_jax.models.image import ImageModel
 from vlogger_jax.models.motion import MotionModel
+from vlogger_jax.models.sr import SRModel
 from vlogger_jax.models.toy import ToyModel
 from vlogger_jax.models.video import VideoModel
 
-MODELS = {"toy": ToyModel, "motion": MotionModel, "image": ImageModel, "video": VideoModel}
+MODELS = {"toy": ToyModel, "motion": MotionModel, "image": ImageModel, "video": VideoModel,
+          "sr": SRModel}
 
 
 def kind(config) -> str:
-  """The model a config describes: config.task ('toy' | 'motion' | 'image' | 'video').
+  """The model a config describes: config.task ('toy' | 'motion' | 'image' | 'video' | 'sr').
 
   Runs written before the image model had its own task name said task 'video' with stage
   'pretrain'; they are image runs."""
@@ -33,7 +35,7 @@ def kind(config) -> str:
 
 
 def build(config):
-  """The model of `config` (ImageModel, VideoModel, MotionModel or ToyModel)."""
+  """The model of `config` (ImageModel, VideoModel, SRModel, MotionModel or ToyModel)."""
   return MODELS[kind(config)](config)
 
 

@@ -51,6 +51,23 @@ def frame_controls(head_model, shape, fov, expression, head_pose, body_keypoints
   return x.reshape(lead + x.shape[1:])
 
 
+def example_controls(head_model, shape, fov, frames: list, size: int) -> jax.Array:
+  """Controls [B, N, size, size, 22] of a batch: shape [B, 64], fov [B] and the per-frame
+  parameters `frames` (contracts.FRAME_KEYS order, each [B, N, ...]).
+
+  Rendered example by example (lax.map): the rasterizer sizes its work by the number of frames
+  it is given, which must stay static when the batch is symbolic (export), and picks its splat
+  window by a data-dependent switch that vmap would turn into running every branch (25 times
+  slower on the CPU)."""
+  def render(args):
+    shape_b, fov_b, *frames_b = args
+    n = frames_b[0].shape[0]
+    return frame_controls(head_model, jnp.broadcast_to(shape_b, (n,) + shape_b.shape),
+                          jnp.broadcast_to(fov_b, (n,)), *frames_b, size)
+
+  return jax.lax.map(render, (shape, fov, *frames))
+
+
 def control_network(config) -> unet_lib.ControlConfig:
   """The ControlConfig of a run: config.model.network when resolved, else the preset
   config.model.name with config.model's temporal settings."""
@@ -172,18 +189,8 @@ class VideoModel:
     per_frame = {k: windowed_sampler.pad_frames(f32(clip[k]), padded)
                  for k in contracts.FRAME_KEYS}
 
-    # Controls are rendered example by example (lax.map): the rasterizer sizes its work by the
-    # number of frames it is given, which must stay static when the batch is symbolic (export),
-    # and picks its splat window by a data-dependent switch that vmap would turn into running
-    # every branch (25 times slower on the CPU).
-    def render(args):
-      shape_b, fov_b, *frames_b = args
-      n = frames_b[0].shape[0]
-      return frame_controls(self.head_model, jnp.broadcast_to(shape_b, (n,) + shape_b.shape),
-                            jnp.broadcast_to(fov_b, (n,)), *frames_b, size)
-
     ref_frames = [f32(clip[f"ref_{k}"])[:, None] for k in contracts.FRAME_KEYS]
-    ref_controls = jax.lax.map(render, (shape, fov, *ref_frames))[:, 0]
+    ref_controls = example_controls(self.head_model, shape, fov, ref_frames, size)[:, 0]
     ref = f32(ref_image)
 
     def window_cond(start, context, context_mask, valid):
@@ -191,7 +198,7 @@ class VideoModel:
       seg = [jax.lax.dynamic_slice_in_dim(per_frame[k], start, w, axis=1)
              for k in contracts.FRAME_KEYS]
       return {"ref": ref, "ref_controls": ref_controls,
-              "controls": jax.lax.map(render, (shape, fov, *seg)),
+              "controls": example_controls(self.head_model, shape, fov, seg, size),
               "context": context, "context_mask": context_mask}
 
     def apply(x, t, cond, drop):

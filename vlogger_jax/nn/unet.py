@@ -147,7 +147,7 @@ def control_config(name: str, **overrides) -> ControlConfig:
 # Layers
 
 
-def _conv(features: int, kernel: int, *, dtype: Dtype, param_dtype: Dtype, name: str,
+def conv(features: int, kernel: int, *, dtype: Dtype, param_dtype: Dtype, name: str,
           strides: int = 1, zero_init: bool = False, axes: Sequence[str | None] = CONV_AXES
           ) -> nn.Conv:
   kinit = nn.initializers.zeros_init() if zero_init else nn.initializers.lecun_normal()
@@ -159,7 +159,7 @@ def _conv(features: int, kernel: int, *, dtype: Dtype, param_dtype: Dtype, name:
                                                         (axes[-1],)))
 
 
-def _norm(groups: int, *, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.GroupNorm:
+def group_norm(groups: int, *, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.GroupNorm:
   return nn.GroupNorm(num_groups=groups, epsilon=1e-5, dtype=dtype, param_dtype=param_dtype,
                       name=name,
                       scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(),
@@ -213,7 +213,7 @@ class TemporalConv(nn.Module):
 
 class ResBlock(nn.Module):
   """GroupNorm-Swish-Conv, FiLM on the step, GroupNorm-Swish-Dropout-Conv, plus the skip."""
-  cfg: UNetConfig
+  cfg: Any                            # reads num_groups, dropout (UNetConfig, EfficientUNetConfig)
   features: int
   temporal: bool = False
   temporal_kernel: int = 3
@@ -225,19 +225,19 @@ class ResBlock(nn.Module):
     """x [N, H, W, Cin], emb [N, E] -> [N, H, W, features]."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     g = self.cfg.num_groups
-    h = nn.swish(_norm(g, name="norm_0", **kw)(x))
-    h = _conv(self.features, 3, name="conv_0", **kw)(h)
+    h = nn.swish(group_norm(g, name="norm_0", **kw)(x))
+    h = conv(self.features, 3, name="conv_0", **kw)(h)
     if self.temporal:
       # Paper: "after the first Swish activation in each downsampling block"; here after the
       # block's first layer (Swish -> conv) and before its second GroupNorm.
       h = TemporalConv(self.temporal_kernel, name="temporal", **kw)(h, num_frames)
     film = sharded_dense(2 * self.features, ("mlp", "conv_out"), name="film", **kw)(nn.swish(emb))
     scale, shift = jnp.split(film[:, None, None, :], 2, axis=-1)
-    h = _norm(g, name="norm_1", **kw)(h) * (1 + scale) + shift
+    h = group_norm(g, name="norm_1", **kw)(h) * (1 + scale) + shift
     h = nn.Dropout(self.cfg.dropout)(nn.swish(h), deterministic=not train)
-    h = _conv(self.features, 3, name="conv_1", **kw)(h)
+    h = conv(self.features, 3, name="conv_1", **kw)(h)
     if x.shape[-1] != self.features:
-      x = _conv(self.features, 1, name="skip", **kw)(x)
+      x = conv(self.features, 1, name="skip", **kw)(x)
     return nn.with_logical_constraint(x + h, FOLDED)
 
 
@@ -258,7 +258,7 @@ def attention_implementation(requested: str | None, dtype: Dtype, head_dim: int)
 
 class Attention(nn.Module):
   """Pre-norm multi-head self-attention over the pixels of each frame, residual."""
-  cfg: UNetConfig
+  cfg: Any                            # reads head_dim, num_groups, attention_impl
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -268,7 +268,7 @@ class Attention(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     n, hh, ww, c = x.shape
     heads = max(c // self.cfg.head_dim, 1)
-    h = _norm(self.cfg.num_groups, name="norm", **kw)(x).reshape(n, hh * ww, c)
+    h = group_norm(self.cfg.num_groups, name="norm", **kw)(x).reshape(n, hh * ww, c)
     qkv = sharded_dense(3 * c, ("embed", "heads"), name="qkv", **kw)(h)
     q, k, v = jnp.split(qkv.reshape(n, hh * ww, 3 * heads, c // heads), 3, axis=2)
     impl = attention_implementation(self.cfg.attention_impl, q.dtype, c // heads)
@@ -295,7 +295,7 @@ class Encoder(nn.Module):
                hint: jax.Array | None = None) -> tuple[list, jax.Array]:
     """x [N, H, W, Cin], emb [N, E], hint [N, H, W, C0] -> (skips [N, h, w, c] list, middle)."""
     cfg, kw = self.cfg, dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    h = _conv(cfg.channels, 3, name="conv_in", **kw)(x)
+    h = conv(cfg.channels, 3, name="conv_in", **kw)(x)
     if hint is not None:
       h = h + hint.astype(h.dtype)
     h = nn.with_logical_constraint(h, FOLDED)
@@ -310,7 +310,7 @@ class Encoder(nn.Module):
           h = Attention(cfg, name=f"down_{i}_{j}_attn", **kw)(h)
         skips.append(h)
       if i != last:
-        h = _conv(h.shape[-1], 3, strides=2, name=f"downsample_{i}", **kw)(h)
+        h = conv(h.shape[-1], 3, strides=2, name=f"downsample_{i}", **kw)(h)
         skips.append(nn.with_logical_constraint(h, FOLDED))
     c_mid = h.shape[-1]
     h = ResBlock(cfg, c_mid, name="mid_0", **kw)(h, emb, num_frames=num_frames, train=train)
@@ -341,11 +341,11 @@ class Decoder(nn.Module):
           h = Attention(cfg, name=f"up_{i}_{j}_attn", **kw)(h)
       if i:
         h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)   # nearest-neighbour x2
-        h = _conv(h.shape[-1], 3, name=f"upsample_{i}", **kw)(h)
+        h = conv(h.shape[-1], 3, name=f"upsample_{i}", **kw)(h)
         h = nn.with_logical_constraint(h, FOLDED)
-    h = nn.swish(_norm(cfg.num_groups, name="norm_out", **kw)(h))
+    h = nn.swish(group_norm(cfg.num_groups, name="norm_out", **kw)(h))
     # Zero output: the untrained model predicts ε = 0. Few output channels: never sharded.
-    return _conv(cfg.image_channels, 3, zero_init=True, name="conv_out",
+    return conv(cfg.image_channels, 3, zero_init=True, name="conv_out",
                  axes=("conv_h", "conv_w", "conv_in", None), **kw)(h)
 
 
@@ -422,8 +422,8 @@ class HintEncoder(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     h = c
     for i, ch in enumerate(self.channels):
-      h = nn.swish(_conv(ch, 3, name=f"conv_{i}", **kw)(h))
-    return _conv(self.out_channels, 3, zero_init=True, name="conv_out", **kw)(h)
+      h = nn.swish(conv(ch, 3, name=f"conv_{i}", **kw)(h))
+    return conv(self.out_channels, 3, zero_init=True, name="conv_out", **kw)(h)
 
 
 class ControlBranch(nn.Module):
@@ -444,7 +444,7 @@ class ControlBranch(nn.Module):
                          self.cfg.temporal_kernel, name="encoder", **kw)(
                              _frames_input(x, ref, ucfg), emb, num_frames=nf, train=train,
                              hint=hint)
-    zero = lambda c, name: _conv(c, 1, zero_init=True, name=name, **kw)
+    zero = lambda c, name: conv(c, 1, zero_init=True, name=name, **kw)
     res = [zero(s.shape[-1], f"zero_{k}")(s) for k, s in enumerate(skips)]
     return res, zero(mid.shape[-1], "zero_mid")(mid)
 
