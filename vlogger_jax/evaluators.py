@@ -7,6 +7,8 @@ evaluation and launch/eval_*.py share.
   reference frame and true motion parameters; PSNR/SSIM/L1 against the true frames beside the
   baseline of repeating the reference, pixel jitter, and the jump at window seams
   (video_eval.py, docs/video_eval.md).
+- `super_resolve` and `sr_scores`: a super-resolution stage restores held-out frames from their
+  box-filtered low-resolution versions; PSNR/SSIM/L1, jitter and seams beside bicubic.
 
 The callers bring the held-out data (records or a batch of the data pipelines); nothing here reads
 datasets or checkpoints.
@@ -24,6 +26,7 @@ from vlogger_jax import head as head_lib
 from vlogger_jax import motion_eval
 from vlogger_jax import video_eval
 from vlogger_jax import windowed_sampler
+from vlogger_jax.models import sr as sr_lib
 from vlogger_jax.models.image import to_pixels
 
 
@@ -102,3 +105,37 @@ def reenactment_scores(generated: np.ndarray, batch: dict,
 def window_starts(model, num_frames: int, overlap: int) -> np.ndarray:
   """The first frame of each generation window of `num_frames` frames (for the seam metrics)."""
   return windowed_sampler.window_starts(num_frames, model.num_frames, overlap)
+
+
+def super_resolve(model, params, batch: dict, key: jax.Array,
+                  cfg: windowed_sampler.SamplerConfig) -> tuple[np.ndarray, np.ndarray]:
+  """(SR frames, bicubic frames), each [B, T, S, S, 3] in [-1, 1], of a super-resolution model
+  (vlogger_jax/models/sr.py) from the true frames of a batch (the data pipelines' layout)
+  box-filtered down to its input size, with their true controls; clip i uses fold_in(key, i)."""
+  truth = to_pixels(np.asarray(batch["frames"]))
+  low = sr_lib.downsample(truth, model.factor)
+  clip = {k: np.asarray(batch[k], np.float32) for k in ("shape", "fov") + contracts.FRAME_KEYS}
+  keys = per_clip_keys(key, truth.shape[0])
+  out = np.asarray(model.jitted_generate(params, low, clip, keys, cfg))
+  bicubic = np.clip(np.asarray(sr_lib.upsample(low, truth.shape[2])), -1.0, 1.0)
+  return out, bicubic
+
+
+def sr_scores(generated: np.ndarray, bicubic: np.ndarray, truth: np.ndarray,
+              starts: np.ndarray | None = None, window: int | None = None) -> dict:
+  """Per-clip lists {metric: [B floats]} of super-resolved frames [B, T, S, S, 3] against the
+  true frames, all in [-1, 1]: psnr, ssim, l1, pixel_jitter (and with the
+  windows' `starts` the seam jump), each beside bicubic upsampling (bicubic_psnr, ...)."""
+  out: dict[str, list] = {}
+  add = lambda name, value: out.setdefault(name, []).append(float(value))  # noqa: E731
+  for g, c, t in zip(np.asarray(generated), np.asarray(bicubic), np.asarray(truth)):
+    for name, fn in (("psnr", video_eval.psnr), ("ssim", video_eval.ssim),
+                     ("l1", video_eval.l1)):
+      add(name, fn(g, t))
+      add(f"bicubic_{name}", fn(c, t))
+    add("pixel_jitter", video_eval.pixel_jitter(g))
+    add("bicubic_pixel_jitter", video_eval.pixel_jitter(c))
+    if starts is not None:
+      add("boundary_jump", video_eval.boundary_jump(g, starts, window))
+      add("bicubic_boundary_jump", video_eval.boundary_jump(c, starts, window))
+  return out

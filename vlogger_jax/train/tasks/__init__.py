@@ -19,12 +19,14 @@ from __future__ import annotations
 from vlogger_jax import models
 from vlogger_jax.train.tasks.image import ImageTask
 from vlogger_jax.train.tasks.motion import MotionTask
+from vlogger_jax.train.tasks.sr import SRTask
 from vlogger_jax.train.tasks.toy import ToyTask
 from vlogger_jax.train.tasks.video import VideoTask
 
-TASKS = {"toy": ToyTask, "motion": MotionTask, "image": ImageTask, "video": VideoTask}
+TASKS = {"toy": ToyTask, "motion": MotionTask, "image": ImageTask, "video": VideoTask,
+         "sr": SRTask}
 
 
 def make_task(config):
-  """The task of `config` (config.task: toy | motion | image | video), with its model."""
+  """The task of `config` (config.task: toy | motion | image | video | sr), with its model."""
   return TASKS[models.kind(config)](config)
