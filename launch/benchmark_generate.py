@@ -99,7 +99,7 @@ def main(argv):
   def controls():
     clip = pipe.clip(ref, held["params"])
     piece = {k: jax.numpy.asarray(v) for k, v in clip.items()}
-    jax.block_until_ready(pipe._controls_rgb(piece))  # pylint: disable=protected-access
+    jax.block_until_ready(pipe._controls_rgb(pipe.resolution)(piece))  # pylint: disable=protected-access
 
   def video():
     held["frames"] = pipe.generate_video(ref, pipe.clip(ref, held["params"]), options, keys)

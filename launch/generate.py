@@ -44,6 +44,8 @@ _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Samples, generated as one
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 _MOTION = flags.DEFINE_string("motion", None, "Motion model: run directory or weights file.")
 _VIDEO = flags.DEFINE_string("video", None, "Base video model: run directory or weights file.")
+_SR = flags.DEFINE_list("sr", [], "Super-resolution stages after the base model, in order "
+                        "(run directories or weights files, comma-separated): 256², then 512².")
 _MOTION_SAMPLER = flags.DEFINE_string("motion_sampler", None, "ddpm | ddim | dpm")
 _MOTION_STEPS = flags.DEFINE_integer("motion_steps", None, "Motion sampler steps.")
 _MOTION_GUIDANCE = flags.DEFINE_float("motion_guidance", None, "Motion guidance weight.")
@@ -51,7 +53,11 @@ _VIDEO_SAMPLER = flags.DEFINE_string("video_sampler", None, "ddpm | ddim | dpm")
 _VIDEO_STEPS = flags.DEFINE_integer("video_steps", None, "Video sampler steps.")
 _VIDEO_ETA = flags.DEFINE_float("video_eta", None, "DDIM noise (0 deterministic, 1 ancestral).")
 _VIDEO_GUIDANCE = flags.DEFINE_float("video_guidance", None, "Video guidance weight.")
-_OVERLAP = flags.DEFINE_integer("overlap", None, "Video window overlap in frames.")
+_OVERLAP = flags.DEFINE_integer("overlap", None, "Video window overlap in frames (every stage).")
+_SR_SAMPLER = flags.DEFINE_string("sr_sampler", None, "ddpm | ddim | dpm (super-resolution)")
+_SR_STEPS = flags.DEFINE_integer("sr_steps", None, "Super-resolution sampler steps.")
+_SR_AUG = flags.DEFINE_float("sr_aug_level", None, "Super-resolution noise-conditioning "
+                             "augmentation level in [0, 1].")
 _MAX_SECONDS = flags.DEFINE_float("max_seconds", 600.0, "Longest speech accepted.")
 _VOICE = flags.DEFINE_string("voice", "en-us", "espeak-ng voice for --text.")
 _RATE = flags.DEFINE_integer("rate", 160, "Speaking rate for --text, words per minute.")
@@ -130,10 +136,12 @@ def run() -> int:
       motion_guidance=_MOTION_GUIDANCE.value, video_sampler=_VIDEO_SAMPLER.value,
       video_steps=_VIDEO_STEPS.value, video_eta=_VIDEO_ETA.value,
       video_guidance=_VIDEO_GUIDANCE.value, video_overlap=_OVERLAP.value,
+      sr_sampler=_SR_SAMPLER.value, sr_steps=_SR_STEPS.value, sr_aug_level=_SR_AUG.value,
       max_seconds=_MAX_SECONDS.value)
   bars = progress_lib.Bars()
   driving = _driving(_DRIVING.value) if _DRIVING.value else None
-  pipe = pipeline_lib.Pipeline.load(_MOTION.value, _VIDEO.value, need_motion=driving is None)
+  pipe = pipeline_lib.Pipeline.load(_MOTION.value, _VIDEO.value, tuple(_SR.value),
+                                    need_motion=driving is None)
   pipe.check(options)
   ref = reference_lib.parse(_IMAGE.value, _PARAMS.value, pipe.resolution)
   wave = _speech(bars)
@@ -145,7 +153,7 @@ def run() -> int:
   else:
     length = audio_lib.num_frames(wave.size)
     wave = wave[:audio_lib.num_samples_for_frames(length)]
-  size = pipe.resolution
+  size = pipe.output_resolution(options)
   writers, pending = [], {}
 
   def on_controls(controls, start):

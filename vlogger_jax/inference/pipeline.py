@@ -7,18 +7,22 @@
 
 Stages: speech (16 kHz) -> log-mel per frame -> the motion model (residual motion of the
 reference's pose) -> per-frame parameters -> the base video model at 128² (controls rendered on
-the device inside every window) -> frames. Super-resolution stages follow the base model once
-they exist; the output resolution is that of the last stage loaded.
+the device inside every window) -> the super-resolution stages (128² -> 256² -> 512², each
+conditioned on the stage before it and on the controls at its own size) -> frames. The output
+resolution is that of the last stage loaded, or any earlier one (`Options.resolution`).
 
-Long speech runs in constant device memory: both samplers run in chunks of
+Long speech runs in constant device memory: every sampler runs in chunks of
 `Options.windows_per_chunk` windows. Each chunk continues the previous one from its last
 `overlap` frames with the windows numbered on, which is exactly one call over the whole
 sequence (windowed_sampler.generate), and its frames go to the host (or straight to an encoder
-through `on_frames`) before the next chunk starts.
+through `on_frames`) before the next chunk starts. The super-resolution stages use the base
+model's window and overlap, so each of them continues its own previous chunk over the same
+frames: a chunk of base frames goes up the whole cascade before the next one is made.
 
 Randomness: sample i of a call with seed s uses fold_in(PRNGKey(s), i), so the samples of one
 batched call are the single calls with the matching keys, and sample 0 does not depend on
-`num_samples`. Motion and video draw from fold_in(key_i, 0) and fold_in(key_i, 1).
+`num_samples`. Motion and video draw from fold_in(key_i, 0) and fold_in(key_i, 1), super-
+resolution stage j from fold_in(key_i, 2 + j).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from vlogger_jax.inference import reference as reference_lib
 from vlogger_jax.inference.errors import InputError
 from vlogger_jax.models import loading
 from vlogger_jax.models import video as video_lib
+from vlogger_jax.models.image import to_pixels
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
                       "weights")
@@ -69,6 +74,10 @@ class Options:
   video_eta: float | None = None
   video_guidance: float | None = None
   video_overlap: int | None = None
+  sr_sampler: str | None = None        # every super-resolution stage
+  sr_steps: int | None = None
+  sr_eta: float | None = None
+  sr_aug_level: float | None = None    # noise-conditioning augmentation level in [0, 1]
   windows_per_chunk: int = 4           # windows per device call (memory and progress steps)
   max_seconds: float = 600.0           # longer speech is refused
 
@@ -93,21 +102,22 @@ def _overrides(**kw) -> dict:
 
 
 def _chunked(run_chunk, inputs: dict, length: int, cfg: windowed_sampler.SamplerConfig,
-             windows_per_chunk: int, frame_shape: tuple, batch: int, emit, progress=None,
+             windows_per_chunk: int, frame_shapes: tuple, batch: int, emit, progress=None,
              stage: str = "", device=None):
-  """Runs a windowed sampler over `length` frames in chunks of `windows_per_chunk` windows.
+  """Runs windowed samplers over `length` frames in chunks of `windows_per_chunk` windows.
 
   inputs: per-frame arrays [B, P, ...] padded to cover every chunk (`chunk_frames` below);
-  run_chunk(inputs_slice, context, first_window) -> frames [B, L, *frame_shape];
-  emit(frames [B, t, ...] numpy, start) receives the finished frames in order.
-  device: where the model's parameters are; the first chunk's (zero) context is committed there
-  like the later chunks' contexts (outputs of the previous call), so that all chunks share one
-  compilation (jit keys its cache on whether arguments are committed)."""
+  run_chunk(inputs_slice, contexts, first_window) -> one frames array [B, L, *shape] per entry
+  of `frame_shapes` (a cascade: each stage continues its own previous chunk from its context);
+  emit(frames [B, t, ...] numpy, start) receives the last one's finished frames in order.
+  device: where the model's parameters are; the first chunk's (zero) contexts are committed
+  there like the later chunks' contexts (outputs of the previous call), so that all chunks share
+  one compilation (jit keys its cache on whether arguments are committed)."""
   o, stride, k, chunks = _chunk_plan(length, cfg, windows_per_chunk)
   chunk_len = (k - 1) * stride + cfg.window
-  context = jnp.zeros((batch, o) + tuple(frame_shape), jnp.float32)
+  contexts = tuple(jnp.zeros((batch, o) + tuple(shape), jnp.float32) for shape in frame_shapes)
   if device is not None:
-    context = jax.device_put(context, device)
+    contexts = jax.device_put(contexts, device)
   if progress is not None:
     progress(stage, 0, chunks)   # the clock starts before the first chunk compiles
   # Chunk c + 1 is dispatched before chunk c's frames are pulled to the host (its context is a
@@ -117,8 +127,9 @@ def _chunked(run_chunk, inputs: dict, length: int, cfg: windowed_sampler.Sampler
     if c < chunks:
       start = c * k * stride
       piece = {name: a[:, start:start + chunk_len] for name, a in inputs.items()}
-      out = run_chunk(piece, context, jnp.asarray(c * k, jnp.int32))
-      context = out[:, k * stride:k * stride + o]
+      outs = tuple(run_chunk(piece, contexts, jnp.asarray(c * k, jnp.int32)))
+      contexts = tuple(out[:, k * stride:k * stride + o] for out in outs)
+      out = outs[-1]
     if pending is not None:
       done_out, done_start = pending
       keep = min(k * stride, length - done_start) if c < chunks else length - done_start
@@ -153,39 +164,63 @@ def _pad(a: np.ndarray, frames: int, mode: str = "edge") -> np.ndarray:
 
 
 class Pipeline:
-  """The loaded stages of one generation: a motion model (optional when driven by parameters)
-  and the base video model."""
+  """The loaded stages of one generation: a motion model (optional when driven by parameters),
+  the base video model and the super-resolution stages that follow it (any prefix of the
+  cascade, each taking the previous stage's resolution)."""
 
-  def __init__(self, motion: loading.Loaded | None, video: loading.Loaded):
+  def __init__(self, motion: loading.Loaded | None, video: loading.Loaded,
+               sr: tuple[loading.Loaded, ...] = ()):
     self.motion = motion
     self.video = video
+    self.sr = tuple(sr)
+    size = int(video.model.size)
+    for i, stage in enumerate(self.sr):
+      if stage.model.low_size != size:
+        raise InputError(f"super-resolution stage {i + 1} ({stage.workdir}) takes "
+                         f"{stage.model.low_size}² frames; expected {size}², the output of the "
+                         "stage before it.")
+      size = int(stage.model.size)
     self.head_model = video.model.head_model
     self.stages = {"motion": motion, "video": video}
+    self.stages.update({f"sr{s.model.size}": s for s in self.sr})
 
   @classmethod
-  def load(cls, motion: str | None = None, video: str | None = None, *, device=None,
-           need_motion: bool = True) -> "Pipeline":
-    """Stages from run directories or weights files; None takes the shipped default weights."""
-    def one(path, kind):
+  def load(cls, motion: str | None = None, video: str | None = None,
+           sr: tuple[str, ...] = (), *, device=None, need_motion: bool = True) -> "Pipeline":
+    """Stages from run directories or weights files; None takes the shipped default weights
+    (motion and base video; super-resolution stages are only what `sr` names, in order)."""
+    def one(path, kind, flag):
       path = path or DEFAULT_WEIGHTS[kind]
       try:
         return loading.load(path, expect=(kind,), device=device)
       except loading.LoadError as e:
-        raise InputError(f"--{kind}: {e}") from None
+        raise InputError(f"--{flag}: {e}") from None
       except ValueError as e:   # a config this version cannot build
-        raise InputError(f"--{kind}: '{path}' cannot be loaded by this version of vlogger_jax "
+        raise InputError(f"--{flag}: '{path}' cannot be loaded by this version of vlogger_jax "
                          f"({e})") from None
-    return cls(one(motion, "motion") if need_motion else None, one(video, "video"))
+    return cls(one(motion, "motion", "motion") if need_motion else None,
+               one(video, "video", "video"), tuple(one(p, "sr", "sr") for p in sr))
 
   # --- properties of the loaded stages ---
 
   @property
   def resolution(self) -> int:
-    return int(self.video.model.size)
+    """The output size of the last loaded stage."""
+    return self.resolutions[-1]
 
   @property
   def resolutions(self) -> tuple[int, ...]:
-    return (self.resolution,)
+    """The output size of each stage of the cascade: the base model's, then each SR stage's."""
+    return (int(self.video.model.size),) + tuple(int(s.model.size) for s in self.sr)
+
+  def sr_stages(self, options: Options) -> tuple[loading.Loaded, ...]:
+    """The super-resolution stages that reach options.resolution (all of them by default)."""
+    size = options.resolution or self.resolution
+    return tuple(s for s in self.sr if s.model.size <= size)
+
+  def output_resolution(self, options: Options) -> int:
+    stages = self.sr_stages(options)
+    return int(stages[-1].model.size) if stages else int(self.video.model.size)
 
   def motion_config(self, options: Options) -> windowed_sampler.SamplerConfig:
     return self.motion.model.sampler_config(**_overrides(
@@ -197,21 +232,33 @@ class Pipeline:
         sampler=options.video_sampler, num_steps=options.video_steps, eta=options.video_eta,
         guidance=options.video_guidance, overlap=options.video_overlap))
 
+  def sr_config(self, stage: loading.Loaded, options: Options) -> windowed_sampler.SamplerConfig:
+    """An SR stage's sampler: its own sampler and steps, the base model's window and overlap."""
+    base = self.video_config(options)
+    return stage.model.sampler_config(window=base.window, overlap=base.overlap, **_overrides(
+        sampler=options.sr_sampler, num_steps=options.sr_steps, eta=options.sr_eta))
+
   def check(self, options: Options) -> None:
     """Raises InputError for options these stages cannot honour."""
     if options.num_samples < 1:
       raise InputError(f"num_samples is {options.num_samples}; expected at least 1.")
     if options.resolution is not None and options.resolution not in self.resolutions:
+      missing = ("" if self.sr else " (the base model; no super-resolution stage is loaded: "
+                 "--sr)")
       raise InputError(f"resolution {options.resolution} cannot be reached: the loaded stages "
-                       f"end at {self.resolution}² (the base model; super-resolution stages "
-                       f"are not loaded); expected one of {', '.join(map(str, self.resolutions))}.")
+                       f"end at {self.resolution}²{missing}; expected one of "
+                       f"{', '.join(map(str, self.resolutions))}.")
     if options.windows_per_chunk < 1:
       raise InputError(f"windows_per_chunk is {options.windows_per_chunk}; expected >= 1.")
     if not options.max_seconds > 0:
       raise InputError(f"max_seconds is {options.max_seconds}; expected a positive limit.")
+    if options.sr_aug_level is not None and not 0.0 <= options.sr_aug_level <= 1.0:
+      raise InputError(f"sr_aug_level is {options.sr_aug_level}; expected a level in [0, 1].")
     configs = [("video", self.video_config)]
     if self.motion is not None:
       configs.insert(0, ("motion", self.motion_config))
+    configs += [(f"super-resolution {s.model.size}²", functools.partial(self.sr_config, s))
+                for s in self.sr_stages(options)]
     for stage, make in configs:
       try:
         make(options).validate()
@@ -275,13 +322,13 @@ class Pipeline:
     out = np.zeros((n, length, contracts.MOTION_DIM), np.float32)
 
     def run_chunk(piece, context, first):
-      return model.jitted_generate(params, piece["mel"], motion_keys, cfg, context, first)
+      return (model.jitted_generate(params, piece["mel"], motion_keys, cfg, context[0], first),)
 
     def emit(frames, start):
       out[:, start:start + frames.shape[1]] = frames
 
     _chunked(run_chunk, {"mel": jnp.asarray(mel)}, length, cfg, options.windows_per_chunk,
-             (contracts.MOTION_DIM,), n, emit, progress, "motion", _device(params))
+             ((contracts.MOTION_DIM,),), n, emit, progress, "motion", _device(params))
     per = [model.to_parameters(params, m, ref.head_pose, ref.body_keypoints) for m in out]
     names = ("expression", "head_pose", "body_keypoints")
     return {k: np.stack([p[i] for p in per]).astype(np.float32)
@@ -326,10 +373,8 @@ class Pipeline:
       out[f"ref_{k}"] = rep(getattr(ref, k))
     return out
 
-  @functools.cached_property
-  def _controls_rgb(self):
-    size = self.resolution
-
+  @functools.cache
+  def _controls_rgb(self, size: int):
     def draw(clip):
       lead = clip["expression"].shape[:2]
       per = lambda a: jnp.broadcast_to(a[:, None], lead + a.shape[1:])
@@ -342,39 +387,51 @@ class Pipeline:
   def generate_video(self, ref: reference_lib.Reference, clip: dict, options: Options,
                      keys: jax.Array | None = None, on_frames=None, on_controls=None,
                      progress: Progress | None = None) -> np.ndarray | None:
-    """Frames [N, T, S, S, 3] uint8 of a clip (`clip`), chunk by chunk; with `on_frames`,
+    """Frames [N, T, S, S, 3] uint8 of a clip (`clip`) at the output resolution, chunk by
+    chunk, each chunk of base frames going up the super-resolution cascade; with `on_frames`,
     each chunk (uint8 [N, t, S, S, 3], start frame) goes there instead and None is returned.
     `on_controls` receives the chunk's rendered controls as RGB uint8 the same way."""
     keys = self.sample_keys(options) if keys is None else keys
     n = keys.shape[0]
     cfg = self.video_config(options)
-    size = self.resolution
+    base = int(self.video.model.size)
+    stages = self.sr_stages(options)
+    sr_cfgs = [self.sr_config(s, options) for s in stages]
+    size = self.output_resolution(options)
     length = clip["expression"].shape[1]
     padded = chunk_frames(length, cfg, options.windows_per_chunk)
     per_frame = {k: jnp.asarray(_pad(clip[k], padded)) for k in contracts.FRAME_KEYS}
     fixed = {k: jnp.asarray(v) for k, v in clip.items() if k not in contracts.FRAME_KEYS}
-    ref_image = np.broadcast_to(ref.resized(size)[None], (n, size, size, 3))
-    ref_image = jnp.asarray(ref_image, jnp.float32) / 127.5 - 1.0
+    ref_image = np.broadcast_to(ref.resized(base)[None], (n, base, base, 3))
+    ref_image = to_pixels(jnp.asarray(ref_image))
     model, params = self.video.model, self.video.params
     video_keys = diffusion.fold_in(keys, 1)
+    sr_keys = [diffusion.fold_in(keys, 2 + j) for j in range(len(stages))]
     frames = None if on_frames is not None else np.zeros((n, length, size, size, 3), np.uint8)
 
-    def run_chunk(piece, context, first):
-      return model.jitted_generate(params, ref_image, dict(fixed, **piece), video_keys, cfg,
-                                   context, first)
+    def run_chunk(piece, contexts, first):
+      chunk_clip = dict(fixed, **piece)
+      outs = [model.jitted_generate(params, ref_image, chunk_clip, video_keys, cfg, contexts[0],
+                                    first)]
+      for j, stage in enumerate(stages):
+        outs.append(stage.model.jitted_generate(stage.params, outs[-1], chunk_clip, sr_keys[j],
+                                                sr_cfgs[j], contexts[j + 1], first,
+                                                options.sr_aug_level))
+      return outs
 
     def emit(x, start):
       u8 = np.round((np.clip(x, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
       if on_controls is not None:
         piece = {k: v[:, start:start + u8.shape[1]] for k, v in per_frame.items()}
-        on_controls(np.asarray(self._controls_rgb(dict(fixed, **piece))), start)
+        on_controls(np.asarray(self._controls_rgb(size)(dict(fixed, **piece))), start)
       if on_frames is not None:
         on_frames(u8, start)
       else:
         frames[:, start:start + u8.shape[1]] = u8
 
-    _chunked(run_chunk, per_frame, length, cfg, options.windows_per_chunk, (size, size, 3), n,
-             emit, progress, f"video {size}²", _device(params))
+    shapes = ((base, base, 3),) + tuple((s.model.size,) * 2 + (3,) for s in stages)
+    _chunked(run_chunk, per_frame, length, cfg, options.windows_per_chunk, shapes, n, emit,
+             progress, f"video {size}²", _device(params))
     return frames
 
   def generate(self, ref: reference_lib.Reference, speech=None, options: Options = Options(), *,
