@@ -3,12 +3,13 @@ one-line errors of bad inputs (leaving no output behind), converted images, and 
 
 The stages are the tiny motion and video models with random parameters (conftest.tiny_weights)
 at 32², sampled with DDIM in 2-3 steps. Every process compiles its samplers, which on a 2-core
-CPU costs more than the rest, so the processes share a persistent JAX compilation cache (the
-first run fills it, the others load from it), share one clip length and batch size where they
-can, and run two at a time. The bad-input cases run in two processes that each call
-generate.main once per case, with the flags parsed afresh (what a process per case would do,
-without ~3 s of imports each); a few of them also run as processes of their own, for the exit
-status and the absence of a traceback through absl's app.run.
+CPU costs more than the rest, so the processes share the session's persistent JAX compilation
+cache (conftest.py: the first run fills it, the others load from it, and so do the in-process
+generations of tests/test_inference.py, which use the same chunk shapes and batch sizes), share
+one clip length and batch size where they can, and run two at a time. The bad-input cases run
+in two processes that each call generate.main once per case, with the flags parsed afresh (what
+a process per case would do, without ~3 s of imports each); a few of them also run as processes
+of their own, for the exit status and the absence of a traceback through absl's app.run.
 """
 
 import concurrent.futures
@@ -47,20 +48,20 @@ def _write_wav(path, seconds, silent=False):
   return str(path)
 
 
-def _env(cache):
+def _env():
+  """The session's environment: its persistent compilation cache (conftest.py) included, so
+  that what these processes compile serves the later tests too (tests/test_inference.py)."""
   env = dict(os.environ)
-  env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache),
-             PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""))
+  env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""))
   return env
 
 
 class Inputs:
-  """The files every case reads, in one folder, and the compilation cache."""
+  """The files every case reads, in one folder."""
 
   def __init__(self, folder, weights, reference):
     self.folder, self.weights, self.reference = folder, weights, reference
     self.images = _images(folder, reference)
-    self.cache = folder / "jax_cache"
     self.speech = _write_wav(folder / "speech.wav", SPEECH_SECONDS)
     self.long = _write_wav(folder / "long.wav", 6.0)
     self.silent = _write_wav(folder / "silent.wav", 1.0, silent=True)
@@ -95,7 +96,7 @@ class Inputs:
 
 
 def _run(inputs, args, timeout=300):
-  return subprocess.run([sys.executable, GENERATE, *args], cwd=REPO, env=_env(inputs.cache),
+  return subprocess.run([sys.executable, GENERATE, *args], cwd=REPO, env=_env(),
                         capture_output=True, text=True, timeout=timeout)
 
 
@@ -133,7 +134,7 @@ def _run_cases(inputs, cases, name):
   spec = inputs.folder / f"{name}.json"
   spec.write_text(json.dumps(cases))
   proc = subprocess.run([sys.executable, "-c", _DRIVER, str(spec)], cwd=REPO,
-                        env=_env(inputs.cache), capture_output=True, text=True, timeout=300)
+                        env=_env(), capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-4000:]
   return json.loads(proc.stdout)
 
@@ -265,7 +266,7 @@ def _interrupted(inputs, folder):
   wrap = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
           "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
   proc = subprocess.Popen([sys.executable, "-c", wrap, GENERATE, *args], cwd=REPO,
-                          env=_env(inputs.cache),
+                          env=_env(),
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           start_new_session=True)
   lines = []

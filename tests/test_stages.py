@@ -1,32 +1,43 @@
 """Stage chaining and weights-only loading, through launch/train.py as a user runs it.
 
 One tiny video run (image pre-training, then the control stage) and one tiny motion run, each in
-its own workdir with its own synthetic dataset: SIGTERM during pre-training stops the chain
-before the control stage, the rerun of the same command finishes pre-training and trains the
-control stage on exactly those weights, a control run built on another pre-training step is
-refused, and both runs load in a fresh process after their dataset folder has been deleted, and
-generate.
+its own workdir with its own copy of the session's tiny synthetic dataset: SIGTERM during
+pre-training stops the chain before the control stage, the rerun of the same command finishes
+pre-training and trains the control stage on exactly those weights, a control run built on
+another pre-training step is refused, and both runs load in a fresh process after their dataset
+folder has been deleted, and generate.
 """
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 from conftest import REPO, run_python
+
+from vlogger_jax.models import loading
 
 PRETRAIN_STEPS, CONTROL_STEPS = 60, 4
 
 
 def _video_flags(data_dir, pretrain_steps=PRETRAIN_STEPS):
+  # Compilation is what these runs cost, and every process loads what an earlier one compiled
+  # from the session's persistent compilation cache (conftest.py): pre-training at a constant
+  # learning rate (the tiny config's cosine decay would put its length into the compiled step,
+  # and the third command lengthens it), and the control stage at the tiny config's batch size,
+  # as the README's training command (tests/test_train.py) trains it later.
   return ["--config=configs/base128.py:tiny", f"--config.data.data_dir={data_dir}",
-          f"--config.num_train_steps={CONTROL_STEPS}", "--config.batch_size=2",
+          f"--config.num_train_steps={CONTROL_STEPS}",
           "--config.log_every=2", f"--config.checkpoint.every={CONTROL_STEPS}",
           "--config.evaluation.num_clips=0",
           f"--config.pretrain_stage.num_train_steps={pretrain_steps}",
+          "--config.pretrain_stage.optimizer.schedule=constant",
           "--config.pretrain_stage.batch_size=2", "--config.pretrain_stage.log_every=1",
           "--config.pretrain_stage.checkpoint.every=1000"]
 
@@ -48,11 +59,19 @@ def _steps(workdir):
   return sorted(int(p) for p in os.listdir(folder) if p.isdigit()) if os.path.isdir(folder) else []
 
 
+def _copy_dataset(synthetic_tiny, data_dir):
+  """A copy of the session's tiny synthetic dataset (conftest.synthetic_tiny) in `data_dir`, for
+  a run to own and for the test to delete: launch/train.py finds it finished and builds nothing
+  (the README's training command, tests/test_train.py, builds its own)."""
+  shutil.copytree(synthetic_tiny[0], data_dir)
+  return data_dir
+
+
 @pytest.fixture(scope="module")
-def video_run(tmp_path_factory):
+def video_run(tmp_path_factory, synthetic_tiny):
   """(workdir, data_dir, outputs of the three commands) of the interrupted and resumed chain."""
   root = tmp_path_factory.mktemp("video")
-  workdir, data_dir = str(root / "run"), str(root / "data")
+  workdir, data_dir = str(root / "run"), _copy_dataset(synthetic_tiny, str(root / "data"))
   args = _video_flags(data_dir) + [f"--workdir={workdir}"]
   # 1. SIGTERM as soon as pre-training has taken its first step.
   proc = subprocess.Popen([sys.executable, "launch/train.py", *args], cwd=REPO, env=_env(),
@@ -93,16 +112,11 @@ def test_the_rerun_finishes_pretraining_and_builds_on_its_weights(video_run):
   assert saved["pretrained_step"] == PRETRAIN_STEPS
   assert saved["model"]["network"]["unet"]["channels"] == 16     # the network is spelled out
   # The frozen image model of the control run is exactly the finished pre-training's EMA.
-  check = f"""
-import jax, numpy as np
-from vlogger_jax.models import loading
-image = loading.load({os.path.join(workdir, "pretrain")!r}, step={PRETRAIN_STEPS}, expect=("image",))
-video = loading.load({workdir!r}, expect=("video",))
-a, b = jax.tree.leaves(image.params), jax.tree.leaves(video.params["unet"])
-print("SAME", image.step, len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b)))
-"""
-  proc = run_python(["-c", check])
-  assert proc.stdout.split("SAME ", 1)[1].split() == [str(PRETRAIN_STEPS), "True"], proc.stdout
+  image = loading.load(os.path.join(workdir, "pretrain"), step=PRETRAIN_STEPS, expect=("image",))
+  video = loading.load(workdir, expect=("video",))
+  a, b = jax.tree.leaves(image.params), jax.tree.leaves(video.params["unet"])
+  assert image.step == PRETRAIN_STEPS
+  assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 def test_a_control_run_on_another_pretraining_step_is_refused(video_run):
@@ -115,49 +129,47 @@ def test_a_control_run_on_another_pretraining_step_is_refused(video_run):
   assert _steps(workdir)[-1] == CONTROL_STEPS                # nothing trained on the new step
 
 
+# Generation as launch/generate.py runs it (the pipeline, four windows per chunk, DDIM in 2-3
+# steps, 1 s of speech): the chunk programs that tests/test_generate.py and
+# tests/test_inference.py compiled for the tiny stages' shapes, loaded from the session's
+# persistent compilation cache.
 _GENERATE = """
-import sys, jax, numpy as np
-from vlogger_jax import contracts
-from vlogger_jax.models import loading
-video = loading.load(sys.argv[1], expect=("video",))
-motion = loading.load(sys.argv[2], expect=("motion",))
-mel = np.random.default_rng(0).normal(-8, 2, (1, 30, 256)).astype(np.float32)
-m = motion.model.jitted_generate(motion.params, mel, jax.random.PRNGKey(0)[None],
-                                 motion.model.sampler_config(sampler="ddim", num_steps=3))
-expression, head_pose, keypoints = motion.model.to_parameters(
-    motion.params, np.asarray(m[0]), np.array([1, 0, 0, 0, 1, 0, 0, 0, 0.6], np.float32),
-    np.full((75, 2), 0.5, np.float32))
-clip = {k: np.zeros((1,) + s, np.float32) for k, s in contracts.clip_shapes(30).items()}
-clip.update(expression=expression[None], head_pose=head_pose[None],
-            body_keypoints=keypoints[None], fov=np.full((1,), 30, np.float32))
-clip["ref_head_pose"] = head_pose[None, 0]
-frames = video.model.jitted_generate(video.params, np.zeros((1, 32, 32, 3), np.float32), clip,
-                                     jax.random.PRNGKey(1)[None],
-                                     video.model.sampler_config(sampler="ddim", num_steps=2))
-frames = np.asarray(frames)
-print("OK", m.shape, frames.shape, bool(np.isfinite(frames).all()), float(np.abs(frames).max()))
+import sys
+import numpy as np
+from vlogger_jax.inference import pipeline, reference
+pipe = pipeline.Pipeline.load(sys.argv[2], sys.argv[1])
+t = np.arange(16000) / 16000
+wave = (0.3 * np.sin(2 * np.pi * 220 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t)))
+options = pipeline.Options(motion_sampler="ddim", motion_steps=3, video_sampler="ddim",
+                           video_steps=2)
+result = pipe.generate(reference.load(sys.argv[3]), wave.astype(np.float32), options)
+print("OK", result.motion.shape, result.frames.shape, bool(np.isfinite(result.motion).all()),
+      float(result.frames.std()))
 """
 
 
-def test_runs_load_without_their_dataset_and_generate(video_run, tmp_path):
+def test_runs_load_without_their_dataset_and_generate(video_run, synthetic_tiny, tiny_reference,
+                                                      tmp_path):
   workdir, data_dir, _, second, _ = video_run
   assert second.returncode == 0
   motion_dir = str(tmp_path / "motion")
-  motion_data = str(tmp_path / "motion_data")
+  motion_data = _copy_dataset(synthetic_tiny, str(tmp_path / "motion_data"))
+  # The motion run of tests/test_motion_task.py (its steps, batch and windows), so that its
+  # training step can load from the compilation cache.
   proc = _train(["--config=configs/motion.py:tiny", f"--workdir={motion_dir}",
                  f"--config.data.data_dir={motion_data}", "--config.data.config_name=tiny",
-                 "--config.num_train_steps=4", "--config.batch_size=2", "--config.log_every=2",
-                 "--config.eval_every=0", "--config.checkpoint.every=4",
+                 "--config.num_train_steps=40", "--config.batch_size=4", "--config.log_every=20",
+                 "--config.eval_every=0", "--config.checkpoint.every=40",
                  "--config.data.min_frames=24", "--config.data.max_frames=48",
                  "--config.sampling.overlap=24"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   for folder in (data_dir, motion_data):
     shutil.rmtree(folder)
   before = {p: os.path.getmtime(os.path.join(workdir, p)) for p in os.listdir(workdir)}
-  proc = run_python(["-c", _GENERATE, workdir, motion_dir])
-  ok = proc.stdout.split("OK ", 1)[1]
-  assert ok.startswith("(1, 30, 223) (1, 30, 32, 32, 3) True"), proc.stdout
-  assert 0 < float(ok.split()[-1]) <= 1.0
+  proc = run_python(["-c", _GENERATE, workdir, motion_dir, tiny_reference])
+  ok = proc.stdout.split("OK ", 1)[1].split()
+  assert ok[:-1] == ["(1,", "24,", "223)", "(1,", "24,", "32,", "32,", "3)", "True"], proc.stdout
+  assert float(ok[-1]) > 1.0                                 # frames, not one flat colour
   assert not os.path.exists(data_dir) and not os.path.exists(motion_data)   # nothing rebuilt
   assert {p: os.path.getmtime(os.path.join(workdir, p)) for p in os.listdir(workdir)} == before
 
@@ -170,19 +182,9 @@ def test_loading_names_what_is_wrong(tmp_path, video_run):
            (str(empty), "video", "has no checkpoint; expected a run of launch/train.py"),
            (workdir, "motion", "holds a 'video' model; expected 'motion'"),
            (os.path.join(workdir, "checkpoints", "999"), "video", "is neither a run directory")]
-  script = f"""
-from vlogger_jax.models import loading
-for path, expect in {[(p, e) for p, e, _ in cases]!r}:
-  try:
-    loading.load(path, expect=(expect,))
-    print("LOADED")
-  except loading.LoadError as e:
-    print("ERR", e)
-"""
-  out = run_python(["-c", script]).stdout.strip().splitlines()
-  assert len(out) == len(cases), out
-  for line, (path, _, message) in zip(out, cases):
-    assert line.startswith("ERR") and message in line, (path, line)
+  for path, expect, message in cases:
+    with pytest.raises(loading.LoadError, match=re.escape(message)):
+      loading.load(path, expect=(expect,))
 
 
 def test_weights_load_sharded_onto_a_mesh(video_run):
