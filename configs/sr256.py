@@ -11,9 +11,9 @@ parameters and FLOPs per frame in docs/super_resolution.md) on 8-frame windows a
 (level ~ U[0, 0.5)), ε-prediction with the 1000-step cosine schedule, Adam at a constant 5e-5,
 batch 128, 280k steps, bf16. Generation samples with DPM-Solver++ (20 steps) at augmentation
 level 0.1, window and overlap following the base model. `short` is the ten-minute GPU run of
-BENCHMARKS.md (the `short` network, batch 32, 2e-4, x0-prediction: see _SHORT_RUN_PREDICTION);
-`tiny` runs on a CPU in minutes (a pipeline check, not a model). Without a named dataset the synthetic `sr256` set (the same
-identities as `sr512`) is built first under data.data_dir.
+BENCHMARKS.md (the `short` network, batch 16, 2e-4, x0-prediction: see _SHORT_RUN_PREDICTION);
+`tiny` runs on a CPU in minutes (a pipeline check, not a model). Without a named dataset the
+synthetic `sr256` set (the same identities as `sr512`) is built first under data.data_dir.
 """
 
 import ml_collections
@@ -62,7 +62,7 @@ def stage(size: int, low: int, network: str, dataset: str, arg: str | None, sour
       dataset="synthetic",             # synthetic | folder
       config_name=dataset,             # synthetic builder config
       data_dir="",                     # '' -> ./data
-      path="",                         # dataset == 'folder': a dataset built by launch/build_dataset.py
+      path="",                         # dataset 'folder': one built by launch/build_dataset.py
       resolution=size, num_frames=8,
       crop=paper_crop,                 # > 0: train on random crops of this size (sampling: full)
       num_workers=8))
@@ -70,14 +70,14 @@ def stage(size: int, low: int, network: str, dataset: str, arg: str | None, sour
   def short(c):
     c.model.name = "short"
     c.num_train_steps = 20_000
-    c.batch_size = 32
+    c.batch_size = 16
     c.log_every = 200
     c.eval_every = 0
     c.checkpoint.every = 2000
     c.optimizer.lr = 2e-4
     c.optimizer.warmup_steps = 200
     c.ema_decay = 0.999
-    c.data.update(dict(crop=0, num_workers=12))
+    c.data.num_workers = 12           # crop: the paper variant's (sr512: 256² crops)
     c.sampling.num_steps = 10
     c.evaluation.num_steps = 10
     c.diffusion.prediction = _SHORT_RUN_PREDICTION

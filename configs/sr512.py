@@ -8,7 +8,7 @@ up, on the synthetic `sr512` set (the same identities as `sr256`).
 `default` trains the `sr512` network (Imagen's 256 -> 1024 Efficient U-Net layout, no
 self-attention; docs/super_resolution.md) on random 256² crops of the 512² windows, so that a
 batch of 128 eight-frame windows fits; generation runs on whole 512² frames. `short` (the
-ten-minute GPU run) and `tiny` (CPU) train on full frames.
+ten-minute GPU run) trains on the same crops; `tiny` (CPU) on full frames.
 """
 
 import importlib.util

@@ -12,9 +12,13 @@ import optax
 import pytest
 
 from conftest import REPO, random_params
+from vlogger_jax import models
 from vlogger_jax import video_eval
 from vlogger_jax.data import synthetic
+from vlogger_jax.inference import pipeline as pipeline_lib
+from vlogger_jax.inference import reference as reference_lib
 from vlogger_jax.models import sr as sr_lib
+from vlogger_jax.models import weights
 from vlogger_jax.models.image import to_pixels
 from vlogger_jax.nn import efficient_unet as eunet
 from vlogger_jax.nn.unet import num_params
@@ -135,11 +139,6 @@ def test_cascade_makes_a_long_video_at_512(tiny_weights, tiny_reference, tmp_pat
   """Base 32² -> SR 128² -> SR 512² over two windows in two chunks: the requested number of
   frames at 512²; and at 128², chunked generation equals one chunk for the whole video, so each
   stage continues its own windows across chunks exactly (augmentation noise included)."""
-  from vlogger_jax import models  # pylint: disable=g-import-not-at-top
-  from vlogger_jax.inference import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
-  from vlogger_jax.inference import reference as reference_lib  # pylint: disable=g-import-not-at-top
-  from vlogger_jax.models import weights  # pylint: disable=g-import-not-at-top
-
   def save(spec, name, **overrides):
     config = models.resolve(_config(spec, **overrides))
     return weights.save(str(tmp_path / f"{name}.npz"), config,

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from vlogger_jax.nn.layers import TimeEmbed
-from vlogger_jax.nn.unet import FOLDED, Attention, ResBlock, conv, group_norm
+from vlogger_jax.nn.unet import FOLDED, Attention, ResBlock, cond_array, conv, group_norm
 
 Dtype = Any
 AUG_SCALE = 1000.0   # the augmentation level u in [0, 1] is embedded like step u * 1000
@@ -184,16 +184,8 @@ def network_input(cfg: EfficientUNetConfig, x: jax.Array, cond: dict) -> jax.Arr
   'aug_level' [B] (read by the network, not here). 'low' and 'controls' are required.
   """
   b, nf, s1, s2, c = x.shape
-
-  def get(key, shape, required=False):
-    v = cond.get(key)
-    if v is None:
-      if required:
-        raise ValueError(f"cond['{key}'] is missing; expected an array of shape {shape}.")
-      return jnp.zeros(shape, jnp.float32)
-    if tuple(v.shape) != tuple(shape):
-      raise ValueError(f"cond['{key}'] has shape {tuple(v.shape)}; expected {tuple(shape)}.")
-    return v.astype(x.dtype)
+  get = lambda key, shape, required=False: cond_array(  # noqa: E731
+      cond, key, shape, required).astype(x.dtype)
 
   parts = [x, get("low", (b, nf, s1, s2, c), True),
            get("controls", (b, nf, s1, s2, cfg.control_channels), True)]

@@ -480,6 +480,20 @@ def _keep(cond: dict, batch: int) -> jax.Array:
   return 1.0 - drop.astype(jnp.float32)
 
 
+def cond_array(cond: dict, key: str, shape: Sequence[int], required: bool = False
+               ) -> jax.Array:
+  """cond[key] as float32, checked to have `shape`; zeros of that shape when it is missing,
+  unless `required` (then a ValueError names it)."""
+  v = cond.get(key)
+  if v is None:
+    if required:
+      raise ValueError(f"cond['{key}'] is missing; expected an array of shape {tuple(shape)}.")
+    return jnp.zeros(shape, jnp.float32)
+  if tuple(v.shape) != tuple(shape):
+    raise ValueError(f"cond['{key}'] has shape {tuple(v.shape)}; expected {tuple(shape)}.")
+  return v.astype(jnp.float32)
+
+
 def hint_input(cfg: ControlConfig, x_shape: Sequence[int], cond: dict) -> jax.Array:
   """Stacked hint channels [B*T, H, W, cfg.hint_in_channels] from the conditioning dict.
 
@@ -491,16 +505,7 @@ def hint_input(cfg: ControlConfig, x_shape: Sequence[int], cond: dict) -> jax.Ar
   """
   b, nf, h, w, c = x_shape
   keep = _keep(cond, b)
-
-  def get(key, shape, required=False):
-    v = cond.get(key)
-    if v is None:
-      if required:
-        raise ValueError(f"cond['{key}'] is missing; expected an array of shape {shape}.")
-      return jnp.zeros(shape, jnp.float32)
-    if tuple(v.shape) != tuple(shape):
-      raise ValueError(f"cond['{key}'] has shape {tuple(v.shape)}; expected {tuple(shape)}.")
-    return v.astype(jnp.float32)
+  get = lambda key, shape, required=False: cond_array(cond, key, shape, required)  # noqa: E731
 
   cc = cfg.control_channels
   frame = lambda a: jnp.broadcast_to(a[:, None], (b, nf) + a.shape[1:])
