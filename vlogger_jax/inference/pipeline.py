@@ -189,17 +189,20 @@ class Pipeline:
            sr: tuple[str, ...] = (), *, device=None, need_motion: bool = True) -> "Pipeline":
     """Stages from run directories or weights files; None takes the shipped default weights
     (motion and base video; super-resolution stages are only what `sr` names, in order)."""
-    def one(path, kind, flag):
+    def one(path, kind):
+      if not path and kind not in DEFAULT_WEIGHTS:
+        raise InputError(f"--{kind} names an empty path; expected run directories or weights "
+                         "files, comma-separated.")
       path = path or DEFAULT_WEIGHTS[kind]
       try:
         return loading.load(path, expect=(kind,), device=device)
       except loading.LoadError as e:
-        raise InputError(f"--{flag}: {e}") from None
+        raise InputError(f"--{kind}: {e}") from None
       except ValueError as e:   # a config this version cannot build
-        raise InputError(f"--{flag}: '{path}' cannot be loaded by this version of vlogger_jax "
+        raise InputError(f"--{kind}: '{path}' cannot be loaded by this version of vlogger_jax "
                          f"({e})") from None
-    return cls(one(motion, "motion", "motion") if need_motion else None,
-               one(video, "video", "video"), tuple(one(p, "sr", "sr") for p in sr))
+    return cls(one(motion, "motion") if need_motion else None, one(video, "video"),
+               tuple(one(p, "sr") for p in sr))
 
   # --- properties of the loaded stages ---
 
