@@ -26,6 +26,8 @@ from vlogger_jax.train import config_lib
 # one clip after 300-800 steps samples 14.1 dB with ε, 24.3 dB with v, 42.6 dB with x0, against
 # 30.4 dB for bicubic).
 _SHORT_RUN_PREDICTION = "x0"
+# ... as bicubic plus a correction, so that an untrained stage starts at bicubic.
+_SHORT_RUN_RESIDUAL = True
 
 
 def stage(size: int, low: int, network: str, dataset: str, arg: str | None, source: str,
@@ -51,7 +53,8 @@ def stage(size: int, low: int, network: str, dataset: str, arg: str | None, sour
       dropout_prng="rbg",
       temporal_blocks="first"))        # temporal conv in the 'first' res block of a level | 'all'
   # Noise-conditioning augmentation: training levels ~ U[0, train_aug_max) (continuous cosine).
-  c.sr = ml_collections.ConfigDict(dict(low_resolution=low, train_aug_max=0.5))
+  # residual: predict x0 as bicubic + the network's output (x0-prediction only; models/sr.py).
+  c.sr = ml_collections.ConfigDict(dict(low_resolution=low, train_aug_max=0.5, residual=False))
   c.context = ml_collections.ConfigDict(dict(p=0.5, max_frames=4))
   # Generation: the pipeline uses the base model's window and overlap for every stage.
   c.sampling = ml_collections.ConfigDict(dict(sampler="dpm", num_steps=20, eta=0.0, overlap=4,
@@ -81,6 +84,7 @@ def stage(size: int, low: int, network: str, dataset: str, arg: str | None, sour
     c.sampling.num_steps = 10
     c.evaluation.num_steps = 10
     c.diffusion.prediction = _SHORT_RUN_PREDICTION
+    c.sr.residual = _SHORT_RUN_RESIDUAL
 
   def tiny(c):
     c.model.name = "tiny"
@@ -93,6 +97,7 @@ def stage(size: int, low: int, network: str, dataset: str, arg: str | None, sour
     c.ema_decay = 0.0
     c.precision.compute_dtype = "float32"
     c.diffusion.prediction = _SHORT_RUN_PREDICTION
+    c.sr.residual = _SHORT_RUN_RESIDUAL
     c.sr.low_resolution = 32
     c.data.update(dict(config_name="sr_tiny", resolution=64, num_frames=4, crop=0,
                        num_workers=0))

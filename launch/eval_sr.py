@@ -33,6 +33,7 @@ import ml_collections
 import jax.numpy as jnp
 import numpy as np
 
+from vlogger_jax import diffusion
 from vlogger_jax import evaluators
 from vlogger_jax import fileio
 from vlogger_jax import video_eval
@@ -57,6 +58,8 @@ _CASCADE_FRAMES = flags.DEFINE_integer("cascade_frames", 48, "Frames per clip fo
 _SAMPLER = flags.DEFINE_string("sampler", "dpm", "SR sampler: ddpm | ddim | dpm.")
 _STEPS = flags.DEFINE_integer("num_steps", 10, "SR sampler steps.")
 _OVERLAP = flags.DEFINE_integer("overlap", 2, "Window overlap (the base model's).")
+_AUG = flags.DEFINE_float("aug_level", None, "Noise-conditioning augmentation level of the "
+                          "low-resolution input (default: each stage's config.sampling).")
 _VIDEO_SAMPLER = flags.DEFINE_string("video_sampler", None, "Base model sampler (its default if "
                                      "None).")
 _VIDEO_STEPS = flags.DEFINE_integer("video_steps", None, "Base model steps (its default if None).")
@@ -93,7 +96,7 @@ def _stage(loaded: loading.Loaded, out_dir: str) -> dict:
   cfg = model.sampler_config(sampler=_SAMPLER.value, num_steps=_STEPS.value,
                              overlap=_OVERLAP.value)
   out, bicubic = evaluators.super_resolve(model, loaded.params, batch,
-                                          jax.random.PRNGKey(_SEED.value), cfg)
+                                          jax.random.PRNGKey(_SEED.value), cfg, _AUG.value)
   truth = to_pixels(np.asarray(batch["frames"]))
   starts = windowed_sampler.window_starts(_FRAMES.value, cfg.window, cfg.overlap)
   scores = _mean(evaluators.sr_scores(out, bicubic, truth, starts, cfg.window))
@@ -108,7 +111,7 @@ def _cascade(video: loading.Loaded, stages: tuple, out_dir: str) -> dict:
   size, base = pipe.resolution, pipe.resolutions[0]
   options = pipeline_lib.Options(sr_sampler=_SAMPLER.value, sr_steps=_STEPS.value,
                                  video_overlap=_OVERLAP.value, video_sampler=_VIDEO_SAMPLER.value,
-                                 video_steps=_VIDEO_STEPS.value,
+                                 video_steps=_VIDEO_STEPS.value, sr_aug_level=_AUG.value,
                                  seed=_SEED.value)
   rows = {"cascade": [], "bicubic": [], "stage1": []}
   truth_all = to_pixels(np.asarray(batch["frames"]))
@@ -124,12 +127,19 @@ def _cascade(video: loading.Loaded, stages: tuple, out_dir: str) -> dict:
                                      "body_visibility")}
     clip = pipe.clip(ref, per)
     keys = windowed_sampler.example_keys(jax.random.PRNGKey(_SEED.value + i), 1)
-    at = lambda res: pipe.generate_video(  # noqa: E731
-        ref, clip, dataclasses.replace(options, resolution=res), keys)[0]
-    out = at(size)
-    base_frames = at(base)
-    rows["cascade"].append(out)
-    rows["stage1"].append(at(pipe.resolutions[1]))
+    # The base video once, then each stage on the one before, with the keys and sampler the
+    # pipeline gives every stage (Pipeline.generate_video; chunked and whole calls agree
+    # exactly). The only difference: a stage gets the frames before it as 8-bit pixels.
+    base_frames = pipe.generate_video(ref, clip, dataclasses.replace(options, resolution=base),
+                                      keys)[0]
+    x, outs = to_pixels(jnp.asarray(base_frames))[None], []
+    for j, stage in enumerate(stages):
+      x = stage.model.jitted_generate(stage.params, x, clip, diffusion.fold_in(keys, 2 + j),
+                                      pipe.sr_config(stage, options), None, 0,
+                                      options.sr_aug_level)
+      outs.append(_u8(x[0]))
+    rows["cascade"].append(outs[-1])
+    rows["stage1"].append(outs[0])
     up = sr_lib.upsample(to_pixels(jnp.asarray(base_frames)), size)
     rows["bicubic"].append(_u8(up))
   cascade, bicubic = np.stack(rows["cascade"]), np.stack(rows["bicubic"])

@@ -108,15 +108,17 @@ def window_starts(model, num_frames: int, overlap: int) -> np.ndarray:
 
 
 def super_resolve(model, params, batch: dict, key: jax.Array,
-                  cfg: windowed_sampler.SamplerConfig) -> tuple[np.ndarray, np.ndarray]:
+                  cfg: windowed_sampler.SamplerConfig, aug_level: float | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
   """(SR frames, bicubic frames), each [B, T, S, S, 3] in [-1, 1], of a super-resolution model
   (vlogger_jax/models/sr.py) from the true frames of a batch (the data pipelines' layout)
-  box-filtered down to its input size, with their true controls; clip i uses fold_in(key, i)."""
+  box-filtered down to its input size, with their true controls; clip i uses fold_in(key, i).
+  `aug_level`: the input's augmentation level (default: the model's config.sampling)."""
   truth = to_pixels(np.asarray(batch["frames"]))
   low = sr_lib.downsample(truth, model.factor)
   clip = {k: np.asarray(batch[k], np.float32) for k in ("shape", "fov") + contracts.FRAME_KEYS}
   keys = per_clip_keys(key, truth.shape[0])
-  out = np.asarray(model.jitted_generate(params, low, clip, keys, cfg))
+  out = np.asarray(model.jitted_generate(params, low, clip, keys, cfg, aug_level=aug_level))
   bicubic = np.clip(np.asarray(sr_lib.upsample(low, truth.shape[2])), -1.0, 1.0)
   return out, bicubic
 

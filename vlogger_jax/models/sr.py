@@ -16,6 +16,12 @@ other (windowed_sampler.generate). The augmentation noise of frame f of example 
 fold_in(fold_in(keys[b], AUG_STREAM), f), so a frame gets the same noise in every window and
 every chunking.
 
+With config.sr.residual (x0-prediction only) the denoiser predicts the frame as the bicubic
+upsampling of the clean low-resolution frames plus the network's output: the zero-initialised
+output layer makes an untrained stage return exactly bicubic, and training learns only the
+detail that bicubic misses (what short runs need; the paper's recipe is plain ε-prediction). The
+bicubic base skips the augmentation: the network sees the augmented input and corrects the base.
+
 The network is described completely by config.model.network (EfficientUNetConfig fields), which
 `resolve` writes into a run's config from the preset config.model.name.
 """
@@ -38,6 +44,7 @@ from vlogger_jax.models import common
 from vlogger_jax.models import image as image_lib
 from vlogger_jax.models import video as video_lib
 from vlogger_jax.nn import efficient_unet as eunet
+from vlogger_jax.nn.unet import cond_array
 
 AUG_STREAM = 0x7FFFFFFF   # the augmentation noise's key stream (window numbers never reach it)
 
@@ -90,6 +97,11 @@ class SRModel:
     self.network = sr_network(config)
     self.schedule = common.schedule(config)
     self.prediction = config.diffusion.prediction
+    self.residual = bool(config.sr.get("residual", False))
+    if self.residual and self.prediction != "x0":
+      raise ValueError(f"config.sr.residual is set with diffusion.prediction "
+                       f"'{self.prediction}'; expected 'x0' (the residual is added to the "
+                       "predicted frame).")
     self.size = config.data.resolution
     self.low_size = config.sr.low_resolution
     if self.size % self.low_size:
@@ -109,7 +121,7 @@ class SRModel:
 
   def _dummy(self, size: int | None = None):
     s, n = size or self.size, self.num_frames
-    cond = {"low": jnp.zeros((1, n, s, s, 3)),
+    cond = {"low": jnp.zeros((1, n, s, s, 3)), "base": jnp.zeros((1, n, s, s, 3)),
             "controls": jnp.zeros((1, n, s, s, render.CONTROL_CHANNELS)),
             "context": jnp.zeros((1, n, s, s, 3)), "context_mask": jnp.zeros((1, n)),
             "aug_level": jnp.zeros((1,))}
@@ -121,9 +133,14 @@ class SRModel:
 
   def apply(self, params, x, t, cond, rng=None):
     """The denoiser: prediction [B, N, S, S, 3] for x [B, N, S, S, 3], t [B] and the
-    conditioning dict of EfficientUNet; `rng` turns on dropout (training)."""
+    conditioning dict of EfficientUNet (with config.sr.residual also 'base', the bicubic
+    frames [B, N, S, S, 3] the prediction is added to: `base_input`); `rng` turns on dropout
+    (training)."""
     rngs = common.dropout_rngs(self.config, rng)
-    return self.net.apply({"params": params}, x, t, cond, train=rng is not None, rngs=rngs)
+    out = self.net.apply({"params": params}, x, t, cond, train=rng is not None, rngs=rngs)
+    if self.residual:
+      out = out + cond_array(cond, "base", x.shape, True).astype(out.dtype)
+    return out
 
   def controls(self, batch: dict, size: int | None = None) -> jax.Array:
     """Controls [B, N, S, S, 22] of a batch's frames, rendered at the output size."""
@@ -131,6 +148,10 @@ class SRModel:
     return video_lib.example_controls(self.head_model, jnp.asarray(batch["shape"], jnp.float32),
                                       jnp.asarray(batch["fov"], jnp.float32), per,
                                       size or self.size)
+
+  def base_input(self, low: jax.Array, size: int | None = None) -> jax.Array:
+    """cond['base'] of a residual stage: frames [B, T, s, s, 3] upsampled to the output size."""
+    return upsample(low, size or self.size)
 
   def low_input(self, low: jax.Array, level: jax.Array, noise: jax.Array,
                 size: int | None = None) -> jax.Array:
@@ -197,7 +218,8 @@ class SRModel:
              for k in contracts.FRAME_KEYS]
       frames = first_window * stride + start + jnp.arange(w)
       low_w = jax.lax.dynamic_slice_in_dim(low, start, w, axis=1)
-      return {"low": self.low_input(low_w, level, frame_noise(aug_keys, frames), size),
+      up = upsample(low_w, size)
+      return {"low": augment(up, level, frame_noise(aug_keys, frames)), "base": up,
               "aug_level": level,
               "controls": video_lib.example_controls(self.head_model, shape, fov, seg, size),
               "context": context, "context_mask": context_mask}

@@ -73,13 +73,14 @@ class SRTask:
     schedule = model.schedule
     k_t, k_eps, k_aug, k_aug_eps, k_ctx, k_len, k_crop, k_dropout = jax.random.split(rng, 8)
     level = jax.random.uniform(k_aug, (b,), maxval=cfg.sr.train_aug_max)
-    low = model.low_input(sr_lib.downsample(x0, model.factor), level,
-                          jax.random.normal(k_aug_eps, x0.shape, jnp.float32))
+    base = model.base_input(sr_lib.downsample(x0, model.factor))
+    low = sr_lib.augment(base, level, jax.random.normal(k_aug_eps, x0.shape, jnp.float32))
     controls = model.controls(batch)
     if self.crop:
       top, left = (jax.random.randint(k, (b,), 0, self.size - self.crop + 1)
                    for k in jax.random.split(k_crop))
-      x0, low, controls = (_crop(v, top, left, self.crop) for v in (x0, low, controls))
+      x0, low, base, controls = (_crop(v, top, left, self.crop)
+                                 for v in (x0, low, base, controls))
     t = jax.random.randint(k_t, (b,), 0, schedule.num_steps)
     eps = jax.random.normal(k_eps, x0.shape, jnp.float32)
     x_t = diffusion.q_sample(schedule, x0, t, eps)
@@ -88,7 +89,7 @@ class SRTask:
     length = jax.random.randint(k_len, (b,), 1, max(min(ctx.max_frames, n - 1), 1) + 1)
     use = jax.random.uniform(k_ctx, (b,)) < ctx.p
     context_mask = ((jnp.arange(n)[None] < length[:, None]) & use[:, None]).astype(jnp.float32)
-    cond = {"low": low, "aug_level": level, "controls": controls, "context": x0,
+    cond = {"low": low, "base": base, "aug_level": level, "controls": controls, "context": x0,
             "context_mask": context_mask}
     pred = model.apply(params, x_t, t, cond, rng=k_dropout)
     loss = diffusion.masked_mse(pred, target, mask=(1.0 - context_mask)[..., None, None, None])
