@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from vlogger_jax import checkpoint
+from vlogger_jax import checkpoint, models
 from vlogger_jax.models import loading
 from vlogger_jax.train import config_lib, loop
 from vlogger_jax.train.tasks import make_task
@@ -187,28 +187,29 @@ def test_truncated_file_falls_back_and_the_reader_says_so_in_one_sentence(copy60
   assert_same_params(params_at(copy60, 60, abstract_state), run60[1])
 
 
-def test_no_manifest_is_accepted_when_it_restores_else_damaged(copy60, capsys):
-  # The process ended between the commit and the manifest: step 60 is used unverified.
-  os.remove(copy60 / "checkpoints" / "60" / checkpoint.MANIFEST)
-  cfg = toy_config(num_train_steps=70)
+def test_no_manifest_is_accepted_when_it_restores_else_damaged(copy60, run60, abstract_state,
+                                                             capsys):
+  # The process ended between the commit of step 40 and its manifest, before step 60.
+  shutil.rmtree(copy60 / "checkpoints" / "60")
+  os.remove(copy60 / "checkpoints" / "40" / checkpoint.MANIFEST)
+  cfg = toy_config()
   loop.train(cfg, str(copy60), make_task(cfg))
   out = capsys.readouterr().out
-  assert "step 60 has no checksum manifest" in out and "resumed from step 60" in out
-  assert "changed since step 60: num_train_steps 60 -> 70." in out
+  assert "step 40 has no checksum manifest" in out and "resumed from step 40" in out
+  assert_same_params(params_at(copy60, 60, abstract_state), run60[1])
   # Without a manifest, a step that cannot be read is damaged all the same.
-  os.remove(copy60 / "checkpoints" / "70" / checkpoint.MANIFEST)
-  truncate_half(biggest_state_file(copy60, 70))
-  cfg = toy_config(num_train_steps=80)
+  os.remove(copy60 / "checkpoints" / "60" / checkpoint.MANIFEST)
+  truncate_half(biggest_state_file(copy60, 60))
   loop.train(cfg, str(copy60), make_task(cfg))
   out = capsys.readouterr().out
-  assert "checkpoint step 70" in out and "it cannot be read" in out
-  assert "resuming from step 60" in out
+  assert "checkpoint step 60" in out and "it cannot be read" in out
+  assert "resuming from step 40" in out and "resumed from step 40" in out
 
 
 def test_failed_async_save_stops_the_run_at_once_in_one_sentence(tmp_path, run60,
-                                                                 abstract_state):
+                                                                 abstract_state, capsys):
   workdir = tmp_path / "run"
-  proc = cli(workdir, env={"FAIL_SAVES_FROM": "40"}, num_train_steps=1000, log_every=1)
+  proc = cli(workdir, env={"FAIL_SAVES_FROM": "40"}, log_every=1)
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 1
   assert err.count("\n") == 1 and err.startswith("error: saving checkpoint step 40"), err
@@ -221,9 +222,11 @@ def test_failed_async_save_stops_the_run_at_once_in_one_sentence(tmp_path, run60
   # (a write still in flight may recreate it: no reader takes it for a step, the rerun removes it).
   assert [n for n in steps_of(workdir) if not n.endswith(".orbax-checkpoint-tmp")] == ["20"]
   assert checkpoint.CheckpointReader(str(workdir)).all_steps() == [20]
-  # Nothing lost: the rerun resumes from step 20 and ends where the uninterrupted run ended.
+  # Nothing lost: the rerun resumes from step 20 and ends where the uninterrupted run ended; it
+  # reports the one setting given differently.
   cfg = toy_config()
   loop.train(cfg, str(workdir), make_task(cfg))
+  assert "changed since step 20: log_every 1 -> 10." in capsys.readouterr().out.splitlines()
   assert steps_of(workdir) == ["20", "40", "60"]
   assert_same_params(params_at(workdir, 60, abstract_state), run60[1])
 
@@ -245,19 +248,23 @@ def test_other_architecture_is_one_sentence_and_leaves_the_workdir_as_it_was(cop
   assert snapshot(copy60) == before
 
 
-def test_changed_settings_are_reported_or_refused(copy60, capsys):
+def test_changed_settings_are_reported_or_refused(copy60):
+  before = snapshot(copy60)
   cfg = toy_config(**{"batch_size": 128, "seed": 3})
   with pytest.raises(loop.ResumeError) as e:
     loop.train(cfg, str(copy60), make_task(cfg))
   assert "batch_size 256 -> 128, seed 0 -> 3 is refused" in str(e.value)
   assert "--config.allow_changes=batch_size,seed" in str(e.value)
-  cfg = toy_config(**{"num_train_steps": 70, "optimizer.lr": 3e-4, "batch_size": 128,
-                      "allow_changes": "batch_size"})
-  loop.train(cfg, str(copy60), make_task(cfg))
-  out = capsys.readouterr().out
-  changed = [l for l in out.splitlines() if l.startswith("changed since step 60:")]
-  assert changed == ["changed since step 60: batch_size 256 -> 128, num_train_steps 60 -> 70, "
-                     "optimizer.lr 0.001 -> 0.0003."]
+  assert snapshot(copy60) == before
+  # Named in allow_changes, a fixed setting may change; the others may anyway. All are listed
+  # (the line a resume prints: test_failed_async_save_stops_the_run_at_once_in_one_sentence).
+  saved = checkpoint.CheckpointReader(str(copy60)).read_config(60)
+  cfg = models.resolve(toy_config(**{"num_train_steps": 70, "optimizer.lr": 3e-4,
+                                     "batch_size": 128, "allow_changes": "batch_size"}))
+  changes = loop.check_resume(cfg, saved, 60, str(copy60 / "checkpoints"))
+  assert loop.describe_changes(changes) == ("batch_size 256 -> 128, num_train_steps 60 -> 70, "
+                                            "optimizer.lr 0.001 -> 0.0003")
+  assert loop.check_resume(models.resolve(toy_config()), saved, 60, "") == []
 
 
 def test_rerunning_a_finished_run_says_so_and_trains_nothing(copy60, capsys):
@@ -322,23 +329,22 @@ def _tensorboard_steps(logdir, tag="loss"):
 
 def test_metrics_after_sigkill_and_resume_hold_every_step_once(tmp_path, capsys):
   workdir = tmp_path / "run"
-  overrides = {"num_train_steps": 100, "checkpoint.every": 50}
-  proc = cli(workdir, env={"HANG_AFTER_STEP": "70"}, **overrides)
+  proc = cli(workdir, env={"HANG_AFTER_STEP": "50"})
   metrics = workdir / "metrics.jsonl"
   deadline = time.time() + 120
-  while not (metrics.exists() and '"step": 70' in metrics.read_text()
-             and (workdir / "checkpoints" / "50").is_dir()):
+  while not (metrics.exists() and '"step": 50' in metrics.read_text()
+             and (workdir / "checkpoints" / "40").is_dir()):
     assert proc.poll() is None and time.time() < deadline, proc.communicate()
     time.sleep(0.05)
-  proc.send_signal(signal.SIGKILL)     # logged up to step 70, last checkpoint step 50
+  proc.send_signal(signal.SIGKILL)     # logged up to step 50, last checkpoint step 40
   proc.communicate()
-  assert steps_of(workdir) == ["50"]
-  assert [json.loads(l)["step"] for l in metrics.read_text().splitlines()][-1] == 70
-  cfg = toy_config(**overrides)
+  assert steps_of(workdir) == ["20", "40"]
+  assert [json.loads(l)["step"] for l in metrics.read_text().splitlines()][-1] == 50
+  cfg = toy_config()
   loop.train(cfg, str(workdir), make_task(cfg))
-  # (Killed while its main thread slept, the run may have committed step 50 without having
+  # (Killed while its main thread slept, the run may have committed step 40 without having
   # checksummed it yet: then the resume takes it unverified, and says so.)
-  assert "resumed from step 50" in capsys.readouterr().out
-  expected = list(range(10, 101, 10))
+  assert "resumed from step 40" in capsys.readouterr().out
+  expected = list(range(10, 61, 10))
   assert [json.loads(l)["step"] for l in metrics.read_text().splitlines()] == expected
   assert _tensorboard_steps(workdir / "tensorboard") == expected

@@ -268,7 +268,8 @@ def _allowed(config) -> tuple[str, ...]:
   return tuple(i.strip() for i in items if i.strip())
 
 
-def _describe(changes) -> str:
+def describe_changes(changes) -> str:
+  """'key old -> new, ...' of config_changes' list."""
   show = lambda v: "(unset)" if v is None else json.dumps(v)
   return ", ".join(f"{k} {show(old)} -> {show(new)}" for k, old, new in changes)
 
@@ -284,10 +285,10 @@ def check_resume(config, saved: dict, step: int, directory: str) -> list:
   if refused:
     keys = ",".join(k for k, _, _ in refused)
     raise ResumeError(
-        f"resuming checkpoint step {step} in {directory} with {_describe(refused)} is refused, "
-        "because these settings fix the model, the data order or the random streams it was "
-        f"trained with; use a new --workdir, or pass --config.allow_changes={keys} to resume "
-        "with them anyway.")
+        f"resuming checkpoint step {step} in {directory} with {describe_changes(refused)} is "
+        "refused, because these settings fix the model, the data order or the random streams "
+        f"it was trained with; use a new --workdir, or pass --config.allow_changes={keys} to "
+        "resume with them anyway.")
   return changes
 
 
@@ -318,7 +319,7 @@ def _start(config, workdir: str, task, devices):
     data.set_state(data_state)
   _log(f"{config.task}: resumed from step {start} in {reader.directory}")
   if changes:
-    _log(f"changed since step {start}: {_describe(changes)}.")
+    _log(f"changed since step {start}: {describe_changes(changes)}.")
   return trainer, data, start, state, verified
 
 
