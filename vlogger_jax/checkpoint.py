@@ -6,15 +6,18 @@ committed, process 0 writes a checksum manifest into the step's folder (`vlogger
 the size and sha256 of every file, written through a temporary name); `Checkpointer.poll`, called
 at every step, notices both the commit and a failed save, which stops the run at once
 (`SaveError`, one sentence with the last checkpoint saved and the space a checkpoint needs; the
-failed save's temporary folder is removed).
+failed save's temporary folder is removed). That sentence replaces Orbax's own account of the
+failure: once a Checkpointer exists, Orbax's ERROR log records and the 'Event loop is closed'
+tracebacks of its writes still in flight are dropped (`quiet_orbax_failures`).
 
 Restoring checks a step before trusting it: its files against its manifest, its arrays' shapes
 and dtypes against this run's state (a mismatch is `CheckpointError`: another model, nothing is
 changed on disk), then the restore itself. A step that fails the manifest or cannot be read is
 damaged: `CheckpointReader.restore_latest` moves it to `checkpoints/damaged/<step>-<time>`
 (outside Orbax's view, never deleted), says so in one sentence and falls back to the next older
-step. A step without a manifest (the process ended between the commit and the manifest) is
-accepted unverified when it restores without error and all its values are finite.
+step. A step without a manifest (written before manifests existed, or the process ended between
+the commit and the manifest) is accepted unverified when it restores without error and all its
+values are finite; a truncated file is still caught then, bytes changed inside an array are not.
 
 Restoring takes abstract arrays with target shardings, so a checkpoint restores onto any mesh.
 Training restores the whole state (`CheckpointReader.restore_latest`); using a model restores
