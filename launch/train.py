@@ -33,7 +33,7 @@ def main(argv):
     config_lib.validate(config, "--config")
     loop.maybe_initialize_distributed(force=_MULTIHOST.value)
     stages.run(config, _WORKDIR.value)
-  except (ValueError, loop.TrainingDiverged, checkpoint.CheckpointError) as e:
+  except (ValueError, OSError, loop.TrainingDiverged, checkpoint.CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   return 0

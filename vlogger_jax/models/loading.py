@@ -2,10 +2,12 @@
 
 `load(path)` reads the config a run saved with its checkpoint, builds the model from it, and
 restores only what using the model needs: the EMA parameters where the run kept them (else the
-trainable ones) and the frozen parameters (the frozen image model, the motion statistics). That
-is a partial Orbax restore: no optimizer state is read, no train state, mesh or dataset is built,
-and nothing on disk is written. The weights are placed on a given device or mesh (replicated, or
-sharded by their logical axis names with the run's sharding rules).
+trainable ones) and the frozen parameters (the frozen image model, the motion statistics), after
+checking the checkpoint's files against the checksums written with it (a damaged checkpoint is a
+LoadError in one sentence). That is a partial Orbax restore: no optimizer state is read, no train
+state, mesh or dataset is built, and nothing on disk is written. The weights are placed on a
+given device or mesh (replicated, or sharded by their logical axis names with the run's sharding
+rules).
 
 `path` is a run's workdir (its latest checkpoint), `<workdir>/checkpoints`, one checkpoint
 `<workdir>/checkpoints/<step>`, or a weights file (`.npz`, vlogger_jax/models/weights.py: the
@@ -85,8 +87,21 @@ def read_config(path: str, step: int | None = None) -> tuple[ml_collections.Conf
   if step not in steps:
     raise LoadError(f"run directory {workdir} has no checkpoint at step {step}; it has steps "
                     f"{', '.join(map(str, steps))}.")
-  config = ml_collections.ConfigDict(reader.read_config(step))
+  try:
+    config = ml_collections.ConfigDict(reader.read_config(step))
+  except ckpt_lib.DamagedCheckpoint as e:
+    raise LoadError(_damaged_message(e, workdir)) from e
+  except ckpt_lib.CheckpointError as e:
+    raise LoadError(str(e)) from e
   return config, step, workdir
+
+
+def _damaged_message(err: ckpt_lib.DamagedCheckpoint, workdir: str) -> str:
+  reader = ckpt_lib.CheckpointReader(workdir)
+  older = [s for s in reader.all_steps() if s < err.step]
+  instead = (f"load an older step instead, e.g. {reader.step_dir(older[-1])}" if older
+             else "it is the run's only checkpoint")
+  return f"{err}; {instead}."
 
 
 def load(path: str, *, step: int | None = None, expect: Sequence[str] | None = None,
@@ -108,8 +123,13 @@ def load(path: str, *, step: int | None = None, expect: Sequence[str] | None = N
   trainable, frozen = split_frozen(abstract, tuple(config.frozen))
   field = "ema" if config.ema_decay else "params"
   item = {field: trainable, "frozen": frozen}
-  restored = ckpt_lib.CheckpointReader(workdir).restore_subtree(
-      step, {k: v for k, v in item.items() if v})
+  try:
+    restored = ckpt_lib.CheckpointReader(workdir).restore_subtree(
+        step, {k: v for k, v in item.items() if v})
+  except ckpt_lib.DamagedCheckpoint as e:
+    raise LoadError(_damaged_message(e, workdir)) from e
+  except ckpt_lib.CheckpointError as e:   # written by an incompatible version
+    raise LoadError(str(e)) from e
   params = merge(restored.get(field, {}), restored.get("frozen", {}))
   return Loaded(model=model, params=params, config=config, step=step, workdir=workdir)
 

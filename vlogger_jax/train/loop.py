@@ -9,10 +9,12 @@ trains one stage, and vlogger_jax/train/stages.py chains stages.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import signal
 import time
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -223,64 +225,178 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
+# Settings a resume keeps: they fix the model, the data and its order, and the random streams the
+# checkpoint was trained with, so changing them would not continue the same run. A dotted key in
+# config.allow_changes (comma-separated) lets one change anyway; every other change (the
+# learning rate, num_train_steps, the mesh, logging...) is allowed and reported.
+FIXED_ON_RESUME = ("task", "seed", "batch_size", "data", "model", "frozen", "diffusion")
+# Where the data lives, not what it is.
+MOVABLE_ON_RESUME = ("data.data_dir",)
+
+
+class ResumeError(ValueError):
+  """A resume refused because settings that fix the run changed (one sentence)."""
+
+
+def _flat_config(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict) and v:
+      out.update(_flat_config(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def _covered(key: str, prefixes) -> bool:
+  return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def config_changes(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
+  """(dotted key, saved value, current value) of every setting that differs, after a JSON round
+  trip (tuples and lists alike); a key only one side has shows None on the other."""
+  a = _flat_config(json.loads(json.dumps(saved)))
+  b = _flat_config(json.loads(json.dumps(current)))
+  return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+          if k != "allow_changes" and a.get(k) != b.get(k)]
+
+
+def _allowed(config) -> tuple[str, ...]:
+  value = config.get("allow_changes", "") or ""
+  items = value.split(",") if isinstance(value, str) else list(value)
+  return tuple(i.strip() for i in items if i.strip())
+
+
+def describe_changes(changes) -> str:
+  """'key old -> new, ...' of config_changes' list."""
+  show = lambda v: "(unset)" if v is None else json.dumps(v)
+  return ", ".join(f"{k} {show(old)} -> {show(new)}" for k, old, new in changes)
+
+
+def check_resume(config, saved: dict, step: int, directory: str) -> list:
+  """The changes of `config` against the config saved with checkpoint `step`; ResumeError
+  (one sentence) if one of them is a FIXED_ON_RESUME setting that allow_changes does not name.
+  A key the saved config lacks (a setting newer than the checkpoint) is reported, not refused."""
+  changes = config_changes(saved, config.to_dict())
+  refused = [c for c in changes
+             if c[1] is not None and c[2] is not None and _covered(c[0], FIXED_ON_RESUME)
+             and not _covered(c[0], MOVABLE_ON_RESUME) and not _covered(c[0], _allowed(config))]
+  if refused:
+    keys = ",".join(k for k, _, _ in refused)
+    raise ResumeError(
+        f"resuming checkpoint step {step} in {directory} with {describe_changes(refused)} is "
+        "refused, because these settings fix the model, the data order or the random streams "
+        f"it was trained with; use a new --workdir, or pass --config.allow_changes={keys} to "
+        "resume with them anyway.")
+  return changes
+
+
 def _start(config, workdir: str, task, devices):
-  """(trainer, checkpointer, host data iterator, state): a new run, or the latest checkpoint's
-  state and data order; config.json is written once the run has started."""
+  """(trainer, host data iterator, start step or None, state, whether the checkpoint was verified
+  by its manifest): a new run, or the newest good
+  checkpoint's state and data order (damaged steps moved aside, changed settings checked and
+  reported). Nothing in the workdir is written here: a start that fails (another architecture,
+  a refused change) leaves it as it was, but for a damaged step moved aside."""
   trainer = Trainer(config, task, devices)
-  os.makedirs(workdir, exist_ok=True)
-  checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint.keep,
-                                       config.checkpoint.async_save)
   data = task.data_iterator(jax.process_index(), jax.process_count(), trainer.local_batch)
-  start = checkpointer.latest_step()
-  if start is None:
+  reader = ckpt_lib.CheckpointReader(workdir)
+  changes = []
+
+  def check(step, saved):
+    changes[:] = check_resume(config, saved, step, reader.directory)
+
+  restored = reader.restore_latest(trainer.abstract_state, report=_log, check=check)
+  if restored is None:
     state = trainer.init_state()
     _log(f"{config.task}: new run in {workdir} on a {dict(trainer.mesh.shape)} mesh "
          f"({jax.device_count()} {jax.devices()[0].platform} devices)")
-  else:
-    state, data_state = checkpointer.restore(start, trainer.abstract_state)
-    if data_state is not None:
-      data.set_state(data_state)
-    _log(f"{config.task}: resumed from step {start} in {checkpointer.directory}")
-  # Written only now: a start that fails (another architecture, say) leaves the workdir's
-  # config.json as the run that wrote the checkpoints had it.
-  if jax.process_index() == 0:
-    fileio.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  return trainer, checkpointer, data, state
+    return trainer, data, None, state, True
+  start, state, data_state, verified = restored
+  if start >= config.num_train_steps:
+    return trainer, data, start, state, verified
+  if data_state is not None:
+    data.set_state(data_state)
+  _log(f"{config.task}: resumed from step {start} in {reader.directory}")
+  if changes:
+    _log(f"changed since step {start}: {describe_changes(changes)}.")
+  return trainer, data, start, state, verified
+
+
+def _non_finite(history: list, step: int, bad: int) -> str:
+  """What was not finite in the update from `bad` to `bad + 1`, read from the metrics of the
+  updates up to `step` still in `history`."""
+  index = len(history) - (step - bad)
+  if not 0 <= index < len(history):
+    return "loss or gradient norm"
+  m = jax.device_get(history[index])
+  loss, norm = float(m["loss"]), float(m["grad_norm"])
+  if not math.isfinite(loss):
+    return f"loss ({loss})" + ("" if math.isfinite(norm) else f" and gradient norm ({norm})")
+  return f"gradient norm ({norm}, with a finite loss of {loss:.4g})"
 
 
 def train(config, workdir: str, task, devices=None) -> TrainResult:
-  """Trains `task` (built from `config`) in `workdir`, resuming from its latest checkpoint;
+  """Trains `task` (built from `config`) in `workdir`, resuming from its newest good checkpoint;
   returns the final state."""
   config = models.resolve(config)   # the saved config spells out the network
   config_dict = config.to_dict()
-  trainer, checkpointer, data, state = _start(config, workdir, task, devices)
-  writer = metrics_lib.MetricWriter(workdir)
-  data = (DevicePrefetcher(data, trainer.device_batch, size=config.prefetch) if config.prefetch
-          else DeviceIterator(data, trainer.device_batch))
+  total = config.num_train_steps
+  trainer, host_data, start, state, verified = _start(config, workdir, task, devices)
+  if start is not None and start >= total:
+    getattr(host_data, "close", lambda: None)()
+    _log(f"{config.task}: the run in {workdir} is already finished at step {start} of {total}; "
+         "nothing to train (raise --config.num_train_steps to train further).")
+    return TrainResult(state, 0.0, False)
+  os.makedirs(workdir, exist_ok=True)
+  checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint.keep,
+                                       config.checkpoint.async_save)
+  # Written only now: a start that failed left the workdir's config.json as it was.
+  if jax.process_index() == 0:
+    fileio.write_json(os.path.join(workdir, "config.json"), config_dict)
+  step = int(state.step)
+  writer = metrics_lib.MetricWriter(workdir, resume_step=step)
+  data = (DevicePrefetcher(host_data, trainer.device_batch, size=config.prefetch)
+          if config.prefetch else DeviceIterator(host_data, trainer.device_batch))
+  history = []
 
   def check_finite(step: int):
     bad = int(state.bad_step)
     if bad >= 0:
       checkpointer.wait()
       good = checkpointer.latest_step()
-      where = (f"the last good checkpoint is step {good} in {checkpointer.directory}"
-               if good is not None else "no checkpoint was written before it")
-      raise TrainingDiverged(f"training stopped at step {step}: the loss or gradients of the "
-                             f"update from step {bad} to {bad + 1} were NaN/Inf; {where}. Lower "
-                             "optimizer.lr or check the data.")
+      where = (f"the last good checkpoint is step {good} in {checkpointer.directory}, which a "
+               "rerun resumes from" if good is not None
+               else "no checkpoint was written before it")
+      what = _non_finite(history, step, bad)
+      if bad == start and not verified:
+        raise TrainingDiverged(
+            f"training stopped at step {step}: the first update after restoring checkpoint step "
+            f"{start}, which has no checksum manifest, had a non-finite {what}, so that "
+            f"checkpoint is probably damaged; move {checkpointer.directory}/{start} aside and "
+            "rerun to resume from the step before it.")
+      raise TrainingDiverged(
+          f"training stopped at step {step}: the update from step {bad} to {bad + 1} had a "
+          f"non-finite {what}, so the state stayed at step {bad}; {where}; look at the data "
+          f"near step {bad}, or lower optimizer.lr if the loss was rising before it.")
 
   def save(step: int):
     check_finite(step)
     checkpointer.save(step, state, config_dict, data.get_state(), force=True)
 
   def announce_stop(step: int):
+    checkpointer.wait()
     _log(f"stop requested: saved step {step} in {checkpointer.directory}; rerun the same command "
          "to resume.")
 
-  step = int(state.step)
-  total = config.num_train_steps
   progress = metrics_lib.Progress(total, step)
-  history, rates, stopped, waited = [], [], False, 0.0
+  rates, stopped, waited = [], False, 0.0
+
+  def shut_down():
+    data.close()
+    checkpointer.close()
+    writer.close()
+
   try:
     with _StopFlag() as stop:
       while step < total:
@@ -302,6 +418,7 @@ def train(config, workdir: str, task, devices=None) -> TrainResult:
         state, metrics = trainer.train_step(state, batch)
         step += 1
         history.append(metrics)
+        checkpointer.poll()   # a failed asynchronous save stops the run here (SaveError)
         if step % config.log_every == 0 or step == total:
           check_finite(step)
           summary = metrics_lib.mean_metrics(history)
@@ -320,10 +437,16 @@ def train(config, workdir: str, task, devices=None) -> TrainResult:
           announce_stop(step)
           stopped = True
           break
-  finally:
-    data.close()
-    checkpointer.wait()
-    checkpointer.close()
-    writer.close()
+      if not stopped:
+        checkpointer.wait()
+        _log(f"{config.task}: finished at step {step} of {total}; saved step {step} in "
+             f"{checkpointer.directory}.")
+  except BaseException:
+    try:
+      shut_down()
+    except Exception:  # pylint: disable=broad-except
+      pass   # the error in flight is the one to report
+    raise
+  shut_down()
   steady = rates[1:] or rates
   return TrainResult(state, sum(steady) / len(steady) if steady else 0.0, stopped)

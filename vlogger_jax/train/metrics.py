@@ -25,15 +25,75 @@ def _tb_scalar_event(step: int, values: dict):
   return event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary)
 
 
-class MetricWriter:
-  """Writes scalars to <workdir>/metrics.jsonl and <workdir>/tensorboard on process 0."""
+def _truncate_jsonl(path: str, last_step: int) -> None:
+  """Keeps the lines of a metrics file up to `last_step` (a torn last line goes too), through a
+  temporary name; leaves the file alone when nothing goes."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      if json.loads(line)["step"] <= last_step and line.endswith("\n"):
+        kept.append(line)
+    except (ValueError, KeyError, TypeError):
+      pass
+  if len(kept) == len(lines):
+    return
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.writelines(kept)
+  os.replace(tmp, path)
 
-  def __init__(self, workdir: str):
+
+def _truncate_events(logdir: str, last_step: int) -> None:
+  """Rewrites the TensorBoard event files of `logdir` as one file holding their events up to
+  `last_step`, when any of them holds a later one. TensorBoard's event files are append-only
+  and its Rust data server does not purge orphaned steps, so a resumed run would otherwise show
+  the steps between its checkpoint and the interruption twice. The kept events are written and
+  flushed before the old files are removed."""
+  # Imported here: only a resume needs tensorboard's reader (about 0.5 s to import).
+  from tensorboard.backend.event_processing import event_file_loader
+  from tensorboard.compat.proto import event_pb2
+  if not os.path.isdir(logdir):
+    return
+  files = sorted(os.path.join(logdir, f) for f in os.listdir(logdir) if "tfevents" in f)
+  events = []
+  for path in files:
+    for raw in event_file_loader.RawEventFileLoader(path).Load():
+      event = event_pb2.Event.FromString(raw)
+      if not event.HasField("file_version"):
+        events.append(event)
+  if all(e.step <= last_step for e in events):
+    return
+  writer = _tb_writer(logdir)
+  for event in events:
+    if event.step <= last_step:
+      writer.add_event(event)
+  writer.close()
+  for path in files:
+    os.remove(path)
+
+
+class MetricWriter:
+  """Writes scalars to <workdir>/metrics.jsonl and <workdir>/tensorboard on process 0.
+
+  resume_step: the step training starts from (0 for a new run); what an earlier run logged after
+  it (the steps between its last checkpoint and its interruption, which this run logs again) is
+  dropped first, so that every step appears once in both. None appends to what is there.
+  """
+
+  def __init__(self, workdir: str, resume_step: int | None = None):
     self.active = jax.process_index() == 0
     if not self.active:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+    path = os.path.join(workdir, "metrics.jsonl")
+    if resume_step is not None:
+      _truncate_jsonl(path, resume_step)
+      _truncate_events(os.path.join(workdir, "tensorboard"), resume_step)
+    self._jsonl = open(path, "a", buffering=1)
     self._tb = _tb_writer(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, values: dict) -> None:
