@@ -18,12 +18,13 @@ window), base video, and H.264 encoding (on the host CPU, through ffmpeg, where 
 import sys
 import tempfile
 
-from absl import app, flags, logging
+from absl import flags, logging
 import flax.linen as nn
 import jax
 from ml_collections import config_flags
 import numpy as np
 
+from vlogger_jax import cli
 from vlogger_jax import contracts
 from vlogger_jax import fileio
 from vlogger_jax import models
@@ -142,4 +143,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

@@ -8,10 +8,9 @@ is a no-op once finished; an interrupted build starts over from scratch on the n
 appear only when complete). docs/data.md describes the formats and sizes.
 """
 
-import sys
+from absl import flags, logging
 
-from absl import app, flags, logging
-
+from vlogger_jax import cli
 from vlogger_jax.data import builders
 
 _DATASET = flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "folder"],
@@ -35,11 +34,10 @@ def main(argv):
         raise ValueError("--dataset=folder needs --source, the folder holding <split>/*.npz clips.")
       path = builders.build_folder(_SOURCE.value, _DATA_DIR.value, workers=_WORKERS.value)
   except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+    return cli.report(e)
   print(path)
   return 0
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

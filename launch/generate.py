@@ -16,10 +16,11 @@ interrupted run (Ctrl-C) leaves no partial file. docs/generation.md has the deta
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 import numpy as np
 
 from vlogger_jax import audio as audio_lib
+from vlogger_jax import cli
 from vlogger_jax import contracts
 from vlogger_jax import fileio
 from vlogger_jax import speech as speech_lib
@@ -208,12 +209,11 @@ def main(argv):
   try:
     return run()
   except (InputError, video_io.VideoError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+    return cli.report(e)
   except KeyboardInterrupt:
     print("interrupted: no video was written.", file=sys.stderr)
     return 130
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)
