@@ -67,7 +67,10 @@ def _flags_error(error: Exception) -> str:
     names = " and ".join(f"--{name}" for name in missing)
     return (f"{names} {'is' if len(missing) == 1 else 'are'} required; expected a value for "
             f"{'it' if len(missing) == 1 else 'each'} (see --help).")
-  return f"{_one_line(error).rstrip('.')}; expected the flags that --help lists."
+  message = _one_line(error).rstrip(".")
+  if (bad := re.match(r"flag (--[^=\s]+)=", message)):  # a value the flag's parser refused
+    return f"{message[len('flag '):]}; expected a value that {bad.group(1)} accepts (see --help)."
+  return f"{message}; expected the flags that --help lists."
 
 
 def parse_flags(argv: list[str]) -> list[str]:
