@@ -16,6 +16,7 @@ from ml_collections import config_flags
 
 from vlogger_jax import checkpoint
 from vlogger_jax import cli
+from vlogger_jax import fileio
 from vlogger_jax.train import config_lib, loop, stages
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/toy.py:tiny.",
@@ -32,6 +33,7 @@ def main(argv):
   config = _CONFIG.value
   try:
     config_lib.validate(config, "--config")
+    fileio.check_output_folder(_WORKDIR.value, "--workdir")
     loop.maybe_initialize_distributed(force=_MULTIHOST.value)
     stages.run(config, _WORKDIR.value)
   except (ValueError, loop.TrainingDiverged, checkpoint.CheckpointError) as e:

@@ -34,6 +34,36 @@ def unwritable_reason(path) -> str | None:
   return None
 
 
+def unusable_folder_reason(path) -> str | None:
+  """Why `path` cannot be, or become, a folder that this process writes into, as a phrase; None
+  if it can. Nothing is left behind: writability is probed with a temporary file in the nearest
+  existing folder, removed at once (os.access says yes to root on read-only mounts)."""
+  path = os.path.abspath(os.fspath(path))
+  if os.path.exists(path) and not os.path.isdir(path):
+    return "it is a file, not a folder"
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    return f"'{existing}' is a file, so no folder can be made under it"
+  if not os.access(existing, os.W_OK | os.X_OK):
+    return f"the folder '{existing}' is not writable"
+  try:
+    fd, probe = tempfile.mkstemp(prefix=".write_probe_", dir=existing)
+  except OSError as e:
+    return f"the folder '{existing}' is not writable ({e.strerror})"
+  os.close(fd)
+  os.remove(probe)
+  return None
+
+
+def check_output_folder(path, flag: str) -> None:
+  """ValueError in one sentence, naming `flag`, unless `path` can be a folder written into."""
+  if (reason := unusable_folder_reason(path)):
+    raise ValueError(f"{flag} '{os.fspath(path)}': {reason}; expected a folder, new or existing, "
+                     "that you may write into.")
+
+
 def _looks_like(head: bytes) -> str:
   """What the first bytes of a file that is not a zip archive look like, as a phrase."""
   if head.startswith(b"\x93NUMPY"):
