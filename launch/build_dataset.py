@@ -8,7 +8,10 @@ is a no-op once finished; an interrupted build starts over from scratch on the n
 appear only when complete). docs/data.md describes the formats and sizes.
 """
 
+import sys
+
 from absl import flags, logging
+import tensorflow_datasets as tfds
 
 from vlogger_jax import cli
 from vlogger_jax.data import builders
@@ -26,6 +29,8 @@ flags.mark_flags_as_required(["data_dir"])
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
+  if not sys.stderr.isatty():
+    tfds.disable_progress_bar()  # a log file would get every redraw of the bars
   try:
     if _DATASET.value == "synthetic":
       path = builders.ensure_synthetic(_DATA_DIR.value, _CONFIG.value, workers=_WORKERS.value)
