@@ -59,7 +59,8 @@ _SR_SAMPLER = flags.DEFINE_string("sr_sampler", None, "ddpm | ddim | dpm (super-
 _SR_STEPS = flags.DEFINE_integer("sr_steps", None, "Super-resolution sampler steps.")
 _SR_AUG = flags.DEFINE_float("sr_aug_level", None, "Super-resolution noise-conditioning "
                              "augmentation level in [0, 1].")
-_MAX_SECONDS = flags.DEFINE_float("max_seconds", 600.0, "Longest speech accepted.")
+_MAX_SECONDS = flags.DEFINE_float("max_seconds", 600.0, "Longest speech accepted, in seconds; "
+                                  "an audio file is decoded only this far (and 1 s more).")
 _VOICE = flags.DEFINE_string("voice", "en-us", "espeak-ng voice for --text.")
 _RATE = flags.DEFINE_integer("rate", 160, "Speaking rate for --text, words per minute.")
 _TTS_COMMAND = flags.DEFINE_string("tts_command", None, "Another synthesizer for --text: a "
@@ -141,11 +142,11 @@ def run() -> int:
       max_seconds=_MAX_SECONDS.value)
   bars = progress_lib.Bars()
   driving = _driving(_DRIVING.value) if _DRIVING.value else None
+  wave = _speech(bars)  # before the weights load: bad or overlong speech fails at once
   pipe = pipeline_lib.Pipeline.load(_MOTION.value, _VIDEO.value, tuple(_SR.value),
                                     need_motion=driving is None)
   pipe.check(options)
   ref = reference_lib.parse(_IMAGE.value, _PARAMS.value, pipe.resolution)
-  wave = _speech(bars)
   if driving is not None:
     length = pipe.retarget(ref, driving, 1)["expression"].shape[1]
     need = audio_lib.num_samples_for_frames(length)
