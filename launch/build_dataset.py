@@ -3,9 +3,10 @@ r"""Builds a talking-human dataset (TFDS ArrayRecord) and its motion statistics.
   python launch/build_dataset.py --dataset=synthetic --config=small --data_dir=data
   python launch/build_dataset.py --dataset=folder --source=clips/ --data_dir=data --workers=8
 
-Prints the dataset folder to pass to the pipelines (data/<builder>/<config>/<version>). Rerunning
-is a no-op once finished; an interrupted build starts over from scratch on the next run (records
-appear only when complete). docs/data.md describes the formats and sizes.
+Prints the dataset folder to pass to the pipelines (data/<builder>/<config>/<version>) on stdout,
+its progress on stderr. Rerunning is a no-op once finished; an interrupted build starts over from
+scratch on the next run (records appear only when complete), and so does one whose record files
+cannot be read. docs/data.md describes the formats and sizes.
 """
 
 import sys
