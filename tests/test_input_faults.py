@@ -28,7 +28,7 @@ from vlogger_jax import contracts
 from vlogger_jax import fileio
 from vlogger_jax import head
 from vlogger_jax import video_io
-from vlogger_jax.data import builders, paths, pipelines, records, schema
+from vlogger_jax.data import builders, motion_bank, paths, pipelines, records, schema
 from vlogger_jax.inference import pipeline as pipeline_lib
 from vlogger_jax.inference import reference
 from vlogger_jax.inference.errors import InputError
@@ -362,7 +362,7 @@ def test_a_corrupt_record_in_a_dataset_warns_once_in_a_pipeline(dataset, tmp_pat
   reader = array_record_module.ArrayRecordReader(shard)
   serialized = reader.read_all()
   reader.close()
-  serialized[2] = b"\x08\x96\x01 not a serialized example"
+  serialized[1] = b"\x08\x96\x01 not a serialized example"
   writer = array_record_module.ArrayRecordWriter(shard, "group_size:1")
   for r in serialized:
     writer.write(r)
@@ -373,6 +373,11 @@ def test_a_corrupt_record_in_a_dataset_warns_once_in_a_pipeline(dataset, tmp_pat
     for _ in range(12):  # 24 windows of 2 readable clips: the bad one is met about 12 times
       next(it)
   assert _skips(caplog) == 1
+  # The in-memory motion bank of process 1 of 2 reads record 1 alone.
+  with pytest.raises(ValueError, match=r"none of the 1 records of split train .* can be decoded; "
+                                       r"expected readable records: build it again with "
+                                       r"`python launch/build_dataset.py --dataset=folder"):
+    motion_bank.MotionBank(str(broken), "train", process_index=1, process_count=2)
 
 
 # --- 8. --help exits 0 ---
