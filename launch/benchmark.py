@@ -25,13 +25,14 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from vlogger_jax import cli
 from vlogger_jax import fileio
 from vlogger_jax import models
 from vlogger_jax import motion as motion_lib
@@ -226,4 +227,4 @@ def main(argv):
 if __name__ == "__main__":
   if (problem := config_lib.preflight(sys.argv)):
     sys.exit(f"error: {problem}")
-  app.run(main)
+  cli.run(main)

@@ -20,10 +20,11 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vlogger_jax import cli
 from vlogger_jax.data import builders, paths, pipelines
 
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset folder (from launch/build_dataset.py).")
@@ -125,4 +126,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

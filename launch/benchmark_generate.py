@@ -18,12 +18,13 @@ window), base video, and H.264 encoding (on the host CPU, through ffmpeg, where 
 import sys
 import tempfile
 
-from absl import app, flags, logging
+from absl import flags, logging
 import flax.linen as nn
 import jax
 from ml_collections import config_flags
 import numpy as np
 
+from vlogger_jax import cli
 from vlogger_jax import contracts
 from vlogger_jax import fileio
 from vlogger_jax import models
@@ -32,10 +33,17 @@ from vlogger_jax import video_io
 from vlogger_jax.inference import pipeline as pipeline_lib
 from vlogger_jax.inference import reference as reference_lib
 from vlogger_jax.models import loading
+from vlogger_jax.train import config_lib
 
 _VIDEO_CONFIG = config_flags.DEFINE_config_file("video_config", None, "Base video config, e.g. "
                                                 "configs/base128.py:demo.", lock_config=True)
-_MOTION_CONFIG = config_flags.DEFINE_config_file("motion_config", "configs/motion.py",
+_MOTION_CONFIG_DEFAULT = "configs/motion.py"
+# A config flag with a default parses that file and its command-line overrides where it is
+# defined, so the overrides are checked before that.
+if __name__ == "__main__" and (problem := config_lib.preflight(
+    sys.argv, {"video_config": None, "motion_config": _MOTION_CONFIG_DEFAULT})):
+  sys.exit(f"error: {problem}")
+_MOTION_CONFIG = config_flags.DEFINE_config_file("motion_config", _MOTION_CONFIG_DEFAULT,
                                                  "Motion config.", lock_config=True)
 _MOTION = flags.DEFINE_string("motion", None, "Trained motion stage instead of --motion_config.")
 _VIDEO = flags.DEFINE_string("video", None, "Trained video stage instead of --video_config.")
@@ -142,4 +150,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

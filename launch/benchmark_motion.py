@@ -13,7 +13,7 @@ measured so far, with their commands, are in BENCHMARKS.md.
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from vlogger_jax import audio as audio_lib
+from vlogger_jax import cli
 from vlogger_jax import fileio
 from vlogger_jax import timing
 from vlogger_jax import windowed_sampler
@@ -88,4 +89,4 @@ def main(argv):
 if __name__ == "__main__":
   if (problem := config_lib.preflight(sys.argv)):
     sys.exit(f"error: {problem}")
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

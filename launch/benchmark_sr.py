@@ -16,11 +16,12 @@ constant-memory path at work).
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 import flax.linen as nn
 import jax
 import numpy as np
 
+from vlogger_jax import cli
 from vlogger_jax import contracts
 from vlogger_jax import fileio
 from vlogger_jax import models
@@ -82,8 +83,7 @@ def main(argv):
     stages = tuple(_stage(s.value, "sr") for s in (_SR256, _SR512) if s.value)
     pipe = pipeline_lib.Pipeline(None, video, stages)
   except (ValueError, loading.LoadError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+    return cli.report(e)
   options = pipeline_lib.Options(video_sampler=_VIDEO_SAMPLER.value,
                                  video_steps=_VIDEO_STEPS.value, video_overlap=_OVERLAP.value,
                                  sr_sampler=_SAMPLER.value, sr_steps=_STEPS.value,
@@ -135,4 +135,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

@@ -12,9 +12,10 @@ their commands: BENCHMARKS.md (Data).
 
 import time
 
-from absl import app, flags
+from absl import flags
 import jax
 
+from vlogger_jax import cli
 from vlogger_jax import head as head_lib
 from vlogger_jax.data import synthetic
 
@@ -48,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

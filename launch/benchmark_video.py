@@ -18,12 +18,13 @@ whole batch. --out writes the rows as JSON. Measured figures and their commands:
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 import flax.linen as nn
 import jax
 from ml_collections import config_flags
 import numpy as np
 
+from vlogger_jax import cli
 from vlogger_jax import contracts
 from vlogger_jax import fileio
 from vlogger_jax import timing
@@ -116,4 +117,4 @@ def main(argv):
 if __name__ == "__main__":
   if (problem := config_lib.preflight(sys.argv)):
     sys.exit(f"error: {problem}")
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

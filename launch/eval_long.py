@@ -15,10 +15,11 @@ table and writes --out (JSON).
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 import numpy as np
 
+from vlogger_jax import cli
 from vlogger_jax import contracts
 from vlogger_jax import fileio
 from vlogger_jax import render
@@ -109,4 +110,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

@@ -18,11 +18,12 @@ script says where and stops.
 import json
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 from ml_collections import config_flags
 
 from vlogger_jax import checkpoint
+from vlogger_jax import cli
 from vlogger_jax import evaluators
 from vlogger_jax import fileio
 from vlogger_jax.data import paths, pipelines
@@ -82,8 +83,7 @@ def main(argv):
                                        jax.random.PRNGKey(0), num_samples=NUM_SAMPLES,
                                        **overrides)
   except (ValueError, checkpoint.CheckpointError) as err:
-    print(f"error: {err}", file=sys.stderr)
-    return 1
+    return cli.report(err)
   metrics = {"step": loaded.step, **overrides, **metrics}
   print(json.dumps(metrics, indent=1))
   if _OUT.value:
@@ -94,4 +94,4 @@ def main(argv):
 if __name__ == "__main__":
   if (problem := config_lib.preflight(sys.argv)):
     sys.exit(f"error: {problem}")
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

@@ -27,12 +27,13 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 import ml_collections
 import jax.numpy as jnp
 import numpy as np
 
+from vlogger_jax import cli
 from vlogger_jax import diffusion
 from vlogger_jax import evaluators
 from vlogger_jax import fileio
@@ -177,8 +178,7 @@ def main(argv):
       raise loading.LoadError("neither --sr256 nor --sr512 was given; expected at least one "
                               "super-resolution stage.")
   except loading.LoadError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+    return cli.report(e)
   results = {"command": " ".join(sys.argv)}
   for size, loaded in stages.items():
     results[f"sr{size}"] = _stage(loaded, out_dir)
@@ -199,4 +199,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

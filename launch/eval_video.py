@@ -30,13 +30,14 @@ import math
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 from ml_collections import config_flags
 import numpy as np
 from PIL import Image, ImageDraw
 
 from vlogger_jax import checkpoint
+from vlogger_jax import cli
 from vlogger_jax import contracts
 from vlogger_jax import evaluators
 from vlogger_jax import fileio
@@ -359,8 +360,7 @@ def main(argv):
     metrics = evaluate(loaded, config, _NUM_CLIPS.value, _NUM_FRAMES.value, sampler,
                        _VIDEOS.value, out_dir, _SEED.value)
   except (ValueError, checkpoint.CheckpointError) as err:
-    print(f"error: {err}", file=sys.stderr)
-    return 1
+    return cli.report(err)
   metrics = {"command": " ".join([os.path.basename(sys.executable)] + sys.argv), **metrics}
   print(format_table(metrics))
   fileio.write_json(os.path.join(out_dir, "metrics.json"), metrics)
@@ -372,4 +372,4 @@ def main(argv):
 if __name__ == "__main__":
   if (problem := config_lib.preflight(sys.argv)):
     sys.exit(f"error: {problem}")
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

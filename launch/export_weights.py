@@ -12,11 +12,11 @@ vlogger_jax/assets/weights/ were written by this command.
 """
 
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 
+from vlogger_jax import cli
 from vlogger_jax.models import loading
 from vlogger_jax.models import weights
 
@@ -59,8 +59,7 @@ def main(argv):
     path = weights.save(_OUT.value, config, loaded.params, loaded.step, dtype=dtype,
                         source=os.path.abspath(loaded.workdir))
   except (ValueError, OSError) as e:   # LoadError and WeightsError are ValueErrors
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+    return cli.report(e)
   count = sum(a.size for a in jax.tree.leaves(loaded.params))
   print(f"wrote {path}: {loaded.config.task} model, step {loaded.step}, {count / 1e6:.2f} M "
         f"parameters, {os.path.getsize(path) / 2**20:.1f} MiB")
@@ -68,4 +67,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

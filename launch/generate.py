@@ -16,10 +16,11 @@ interrupted run (Ctrl-C) leaves no partial file. docs/generation.md has the deta
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 import numpy as np
 
 from vlogger_jax import audio as audio_lib
+from vlogger_jax import cli
 from vlogger_jax import contracts
 from vlogger_jax import fileio
 from vlogger_jax import speech as speech_lib
@@ -58,7 +59,8 @@ _SR_SAMPLER = flags.DEFINE_string("sr_sampler", None, "ddpm | ddim | dpm (super-
 _SR_STEPS = flags.DEFINE_integer("sr_steps", None, "Super-resolution sampler steps.")
 _SR_AUG = flags.DEFINE_float("sr_aug_level", None, "Super-resolution noise-conditioning "
                              "augmentation level in [0, 1].")
-_MAX_SECONDS = flags.DEFINE_float("max_seconds", 600.0, "Longest speech accepted.")
+_MAX_SECONDS = flags.DEFINE_float("max_seconds", 600.0, "Longest speech accepted, in seconds; "
+                                  "an audio file is decoded only this far (and 1 s more).")
 _VOICE = flags.DEFINE_string("voice", "en-us", "espeak-ng voice for --text.")
 _RATE = flags.DEFINE_integer("rate", 160, "Speaking rate for --text, words per minute.")
 _TTS_COMMAND = flags.DEFINE_string("tts_command", None, "Another synthesizer for --text: a "
@@ -140,11 +142,11 @@ def run() -> int:
       max_seconds=_MAX_SECONDS.value)
   bars = progress_lib.Bars()
   driving = _driving(_DRIVING.value) if _DRIVING.value else None
+  wave = _speech(bars)  # before the weights load: bad or overlong speech fails at once
   pipe = pipeline_lib.Pipeline.load(_MOTION.value, _VIDEO.value, tuple(_SR.value),
                                     need_motion=driving is None)
   pipe.check(options)
   ref = reference_lib.parse(_IMAGE.value, _PARAMS.value, pipe.resolution)
-  wave = _speech(bars)
   if driving is not None:
     length = pipe.retarget(ref, driving, 1)["expression"].shape[1]
     need = audio_lib.num_samples_for_frames(length)
@@ -208,12 +210,11 @@ def main(argv):
   try:
     return run()
   except (InputError, video_io.VideoError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+    return cli.report(e)
   except KeyboardInterrupt:
     print("interrupted: no video was written.", file=sys.stderr)
     return 130
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

@@ -11,10 +11,12 @@ JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID set, or with --mul
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from vlogger_jax import checkpoint
+from vlogger_jax import cli
+from vlogger_jax import fileio
 from vlogger_jax.train import config_lib, loop, stages
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/toy.py:tiny.",
@@ -31,10 +33,11 @@ def main(argv):
   config = _CONFIG.value
   try:
     config_lib.validate(config, "--config")
+    fileio.check_output_folder(_WORKDIR.value, "--workdir")
     loop.maybe_initialize_distributed(force=_MULTIHOST.value)
     stages.run(config, _WORKDIR.value)
   except (ValueError, OSError, loop.TrainingDiverged, checkpoint.CheckpointError) as e:
-    print(f"error: {e}", file=sys.stderr)
+    cli.report(e)
     return 1
   return 0
 
@@ -42,4 +45,4 @@ def main(argv):
 if __name__ == "__main__":
   if (problem := config_lib.preflight(sys.argv)):
     sys.exit(f"error: {problem}")
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

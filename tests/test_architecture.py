@@ -8,8 +8,8 @@ from conftest import REPO
 
 # Layer -> its modules (first component under vlogger_jax/), bottom to top.
 LAYERS = {
-    "foundations": {"contracts", "fileio", "mesh", "flops", "profiling", "timing", "checkpoint",
-                    "geometry", "diffusion", "windowed_sampler", "audio", "speech",
+    "foundations": {"contracts", "cli", "fileio", "mesh", "flops", "profiling", "timing",
+                    "checkpoint", "geometry", "diffusion", "windowed_sampler", "audio", "speech",
                     "espeak_worker", "body", "video_io"},
     "representations": {"head_procedural", "head", "head_flame", "motion", "render",
                         "motion_eval", "video_eval"},

@@ -125,7 +125,7 @@ def test_bad_weights_files_give_one_sentence(tmp_path, motion):
   garbage = tmp_path / "garbage.npz"
   garbage.write_bytes(np.random.default_rng(0).bytes(1000))
   cases = [(str(tmp_path / "none.npz"), "does not exist"),
-           (str(garbage), "cannot be read"),
+           (str(garbage), "is not a valid .npz archive"),
            (random_npz, "has no __meta__/__config__ entries"),
            (other, "has format 'weights/0'; this version of vlogger_jax reads "
                    "'vlogger_jax.weights/1'"),

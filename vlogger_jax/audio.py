@@ -49,8 +49,27 @@ _FRAME_DEN = FPS // math.gcd(SAMPLE_RATE, FPS)
 _HALF_WINDOW = WINDOW_SAMPLES // 2
 
 
+# How far past a length limit a file is decoded: audio that ends within it gets its exact length
+# in the error; longer audio is known to last at least limit + this much.
+LIMIT_SLACK_S = 1.0
+
+
 class AudioError(ValueError):
   """An audio input (file, array or text) cannot be used: missing, empty, corrupt or silent."""
+
+
+class AudioTooLong(AudioError):
+  """Audio longer than a length limit. `seconds` is its length, exact when `complete`, else the
+  point where decoding stopped (limit + LIMIT_SLACK_S): the file lasts at least that long."""
+
+  def __init__(self, message: str, seconds: float, limit: float, complete: bool):
+    super().__init__(message)
+    self.seconds, self.limit, self.complete = seconds, limit, complete
+
+  @property
+  def length(self) -> str:
+    """'1.2 s', or 'at least 3.0 s' where decoding stopped before the end."""
+    return f"{self.seconds:.1f} s" if self.complete else f"at least {self.seconds:.1f} s"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,28 +204,43 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int = SAMPLE_RATE) -> n
   return signal.resample_poly(audio, to_rate // g, from_rate // g, axis=-1)
 
 
-def load_audio(source, sample_rate: int | None = None, *, allow_silent: bool = False) -> np.ndarray:
+def load_audio(source, sample_rate: int | None = None, *, allow_silent: bool = False,
+               max_seconds: float | None = None) -> np.ndarray:
   """Mono 16 kHz float32 waveform in [-1, 1] from a file or an array: -> [S].
 
   source: a path to anything ffmpeg decodes (wav, flac, ogg, mp3, m4a, the audio of a video, ...),
     or an array shaped [samples] or [samples, channels] with its `sample_rate`; float arrays hold
     values in [-1, 1], integer arrays are PCM (int16, int32 or uint8) and are scaled.
   allow_silent: return silent audio instead of raising AudioError.
+  max_seconds: refuse longer audio (AudioTooLong). A file is decoded only up to max_seconds +
+    LIMIT_SLACK_S (ffmpeg's -t), so memory stays bounded however long it is; None decodes it whole
+    (about 1 GB per hour of 44.1 kHz stereo for the decoded samples alone).
   Raises AudioError (a ValueError) naming the input when it is missing, empty, not decodable audio,
-  or silent.
+  silent, or too long.
   """
+  if max_seconds is not None and not max_seconds > 0:
+    raise ValueError(f"load_audio: max_seconds is {max_seconds}; expected a positive limit.")
   if isinstance(source, (str, os.PathLike)):
     if sample_rate is not None:
       raise ValueError(f"load_audio: sample_rate is only for arrays; {os.fspath(source)!r} is a "
                        "file and its own rate is used.")
     name = f"Audio file {os.fspath(source)!r}"
-    channels, rate = _decode_file(os.fspath(source))
+    stop = None if max_seconds is None else max_seconds + LIMIT_SLACK_S
+    channels, rate = _decode_file(os.fspath(source), stop)
+    # Decoding that reached the stop point did not reach the end of the file.
+    complete = stop is None or channels.shape[0] < (stop - 0.05) * rate
   else:
     if sample_rate is None:
       raise ValueError("load_audio: an array needs its sample_rate, e.g. "
                        "load_audio(samples, sample_rate=44100).")
     name = f"Audio array of shape {np.shape(source)}"
-    channels, rate = _array_channels(source, name), int(sample_rate)
+    channels, rate, complete = _array_channels(source, name), int(sample_rate), True
+  seconds = channels.shape[0] / rate
+  if max_seconds is not None and seconds > max_seconds:
+    length = f"{seconds:.1f} s" if complete else f"at least {seconds:.1f} s"
+    raise AudioTooLong(f"{name} lasts {length}, longer than the limit of {max_seconds:g} s; "
+                       "expected shorter audio, or a higher max_seconds.", seconds, max_seconds,
+                       complete)
   mono = channels.mean(axis=-1, dtype=np.float64)  # Mix down before resampling: one channel.
   # Decoders and the resampler's ringing can overshoot full scale by a little; clip it away.
   audio = np.clip(resample(mono, rate), -1.0, 1.0).astype(np.float32)
@@ -243,8 +277,9 @@ def _array_channels(array, name: str) -> np.ndarray:
   return array
 
 
-def _decode_file(path: str) -> tuple[np.ndarray, int]:
-  """Decodes the first audio stream at its own rate with ffmpeg: -> ([S, C] float32, rate)."""
+def _decode_file(path: str, stop_seconds: float | None = None) -> tuple[np.ndarray, int]:
+  """Decodes the first audio stream at its own rate with ffmpeg, its first `stop_seconds` only
+  when given (ffmpeg reads no further): -> ([S, C] float32, rate)."""
   expected = "expected an audio file that ffmpeg can decode (wav, flac, ogg, mp3, m4a, ...)"
   name = f"Audio file {path!r}"
   if not os.path.exists(path):
@@ -257,8 +292,10 @@ def _decode_file(path: str) -> tuple[np.ndarray, int]:
   # run (no ffprobe, which imageio-ffmpeg does not ship) gives both the samples and their layout.
   # The "file:" protocol keeps names with ':' or a leading '-' from being read as URLs or options.
   import imageio_ffmpeg  # pylint: disable=g-import-not-at-top  (only decoding needs ffmpeg)
+  # -t before -i limits what ffmpeg reads of the input, not only what it writes.
+  limit = [] if stop_seconds is None else ["-t", f"{stop_seconds:.6f}"]
   command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
-             "-i", "file:" + os.path.abspath(path), "-map", "0:a:0", "-f", "wav",
+             *limit, "-i", "file:" + os.path.abspath(path), "-map", "0:a:0", "-f", "wav",
              "-c:a", "pcm_f32le", "-bitexact", "-"]
   proc = subprocess.run(command, capture_output=True, check=False)
   if proc.returncode != 0:

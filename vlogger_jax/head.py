@@ -26,7 +26,6 @@ model becomes an asset in the same format through `head_flame.convert_flame`
 """
 
 import os
-import zipfile
 from typing import Optional
 
 import flax.struct
@@ -159,11 +158,10 @@ def load_asset(path) -> HeadModel:
     raise FileNotFoundError(f"head asset {path} does not exist; expected a .npz written by "
                             "vlogger_jax.head.save_asset or launch/convert_flame.py.")
   try:
-    with np.load(path, allow_pickle=False) as data:
-      arrays = {k: data[k] for k in data.files}
-  except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-    raise ValueError(f"head asset {path} is not a readable .npz archive ({e}); expected a complete "
-                     "file written by vlogger_jax.head.save_asset.") from None
+    arrays = fileio.read_npz(path)
+  except fileio.NpzError as e:
+    raise ValueError(f"head asset {path} {e}; expected a complete file written by "
+                     "vlogger_jax.head.save_asset.") from None
   for name, (kind, rank) in ASSET_FIELDS.items():
     if name not in arrays:
       raise ValueError(f"head asset {path} is missing field '{name}'; expected all of "

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import wave
-import zipfile
 
 import numpy as np
 
@@ -233,13 +232,14 @@ def save_frames(path, frames, fps: float = 24) -> str:
 def load_frames(path) -> tuple[np.ndarray, float]:
   """The frames and frame rate that save_frames kept."""
   path = os.fspath(path)
+  expected = "expected an .npz written by video_io.save_frames"
   try:
-    with np.load(path) as z:
-      frames, fps = z["frames"], float(z["fps"])
-  except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-    reason = (str(e).splitlines() or [type(e).__name__])[0]
-    raise VideoError(f"load_frames: {path!r} could not be read ({reason}); expected an .npz "
-                     "written by video_io.save_frames.") from None
+    z = fileio.read_npz(path)
+  except fileio.NpzError as e:
+    raise VideoError(f"load_frames: {path!r} {e}; {expected}.") from None
+  if "frames" not in z or "fps" not in z:
+    raise VideoError(f"load_frames: {path!r} lacks 'frames' or 'fps'; {expected}.")
+  frames, fps = z["frames"], float(z["fps"])
   return _check_frames(frames), fps
 
 

@@ -6,9 +6,11 @@ Two builders write the same record format (records.py, docs/data.md):
                           splits 'train' and 'test' (held-out seeds, hence held-out identities)
   TalkingClipsFolder      prepared real clips, one schema .npz per clip under <folder>/<split>/
 
-`prepare` builds one (resumable: a killed build starts over, a finished one is a no-op; builds of
-one dataset take turns through a lock file) and then writes its statistics (statistics.py);
-`ensure_synthetic` and `build_folder` prepare the two kinds. paths.py finds a built one.
+`prepare` builds one (resumable: a killed build starts over, a finished one is a no-op, one whose
+records cannot be read is built again; builds of one dataset take turns through a lock file) and
+then writes its statistics (statistics.py); `ensure_synthetic` and `build_folder` prepare the two
+kinds. paths.py finds a built one; `records_problem` and `rebuild_command` say what is wrong with
+one and how to build it again.
 """
 
 from __future__ import annotations
@@ -18,15 +20,23 @@ import contextlib
 import dataclasses
 import fcntl
 import glob
+import json
 import multiprocessing
 import os
+import shlex
 import shutil
+import sys
+import tempfile
+import textwrap
+import time
 from typing import Callable, Iterable, Iterator
 
 from absl import logging
+from array_record.python import array_record_module
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import shuffle as tfds_shuffle
 
+from vlogger_jax import fileio
 from vlogger_jax import head
 from vlogger_jax.data import records
 from vlogger_jax.data import schema
@@ -36,6 +46,8 @@ from vlogger_jax.data import synthetic
 VERSION = "1.0.0"
 TEST_SEED_OFFSET = 1_000_000  # Test seeds never meet train seeds, so identities are held out.
 DATASETS = {"synthetic": "synthetic_talking_humans", "folder": "talking_clips_folder"}
+SOURCE_FILE = "source.json"  # beside a folder dataset's records: the clip folder it came from
+BUILD_COMMAND = "python launch/build_dataset.py"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,7 +75,7 @@ def _folder_example(path: str) -> tuple[str, dict | None, str]:
     return path, records.encode_clip(records.load_npz_clip(path), path), ""
   except Exception as e:  # pylint: disable=broad-except
     # One unreadable or invalid file must never stop the build of the others.
-    return path, None, f"{type(e).__name__}: {e}"
+    return path, None, str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
 
 
 def _ordered_map(fn: Callable, items: list, workers: int) -> Iterator:
@@ -157,6 +169,16 @@ class _Builder(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(builder=self, description=self.__doc__,
                                  features=records.features())
 
+  # TFDS prints "Downloading and preparing dataset Unknown size (download: Unknown size, ...)"
+  # and "Dataset ... downloaded and prepared to ..." (termcolor.cprint to stdout, no logger or
+  # option governs them) from these two hooks of the builder. These builders download nothing,
+  # and build_dataset.py's stdout is the dataset folder alone: `prepare` says what it builds.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
 
 class SyntheticTalkingHumans(_Builder):
   """Synthetic talking humans (vlogger_jax/data/synthetic.py), one identity per seed."""
@@ -184,28 +206,23 @@ class TalkingClipsFolder(_Builder):
       "<manual_dir>/train/ and <manual_dir>/test/ (any subfolder name becomes a split).")
 
   def _split_generators(self, dl_manager):
-    root = os.fspath(dl_manager.manual_dir)
-    splits = {}
-    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-      files = sorted(glob.glob(os.path.join(root, name, "*.npz")))
-      if files:
-        splits[name] = self._generate_examples(files)
-    if "train" not in splits:
-      raise ValueError(f"clip folder {root} has no train/*.npz files; expected one .npz clip per "
-                       "file under train/ (and test/).")
-    return splits
+    files = clip_files(os.fspath(dl_manager.manual_dir))
+    return {name: self._generate_examples(paths) for name, paths in files.items()}
 
   def _generate_examples(self, files: list[str]):
-    written = 0
+    written, first_error = 0, ""
     for path, example, error in _ordered_map(_folder_example, files, self._workers):
       if example is None:
         logging.warning("Skipping clip file %s: %s", path, error)
+        first_error = first_error or error
         continue
       written += 1
       yield os.path.basename(path), example
     if not written:
+      # The first file's problem without its "; expected ...", which this sentence says.
       raise ValueError(f"none of the {len(files)} clip files in {os.path.dirname(files[0])} is "
-                       "valid (see the warnings); expected at least one schema .npz clip.")
+                       f"a valid clip (the first: {first_error.split('; expected', 1)[0]}); "
+                       "expected at least one schema .npz clip (vlogger_jax/data/schema.py).")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,24 +272,83 @@ def _in_memory_shuffle():
     tfds_shuffle.MAX_MEM_BUFFER_SIZE = before
 
 
+def records_problem(version_dir: str) -> tuple[str, str, str] | None:
+  """(split, file, reason) for the first record file of a built dataset that is missing, holds
+  another number of records than dataset_info.json says, or whose first record cannot be read;
+  None if every file passes. Cheap: each file's index and one record (TFDS itself calls a
+  dataset complete once dataset_info.json exists, whatever became of its records since)."""
+  with open(os.path.join(version_dir, "dataset_info.json")) as f:
+    info = json.load(f)
+  name = info.get("name", "")
+  for split in info.get("splits", []):
+    lengths = [int(n) for n in split.get("shardLengths", [])]
+    for i, length in enumerate(lengths):
+      path = os.path.join(version_dir, f"{name}-{split['name']}.array_record-"
+                                       f"{i:05d}-of-{len(lengths):05d}")
+      if not os.path.isfile(path):
+        return split["name"], path, "the file is missing"
+      try:
+        reader = array_record_module.ArrayRecordReader(path)
+        try:
+          if reader.num_records() != length:
+            return split["name"], path, (f"it holds {reader.num_records()} records where "
+                                         f"dataset_info.json says {length}")
+          if length:
+            reader.read([0])
+        finally:
+          reader.close()
+      except Exception as e:  # pylint: disable=broad-except  (Riegeli reports damage as it can)
+        reason = textwrap.shorten(str(e).splitlines()[0], 120, placeholder=" ...")
+        return split["name"], path, f"{type(e).__name__}: {reason}"
+  return None
+
+
+def rebuild_command(version_dir: str) -> str:
+  """The build_dataset.py command that builds the dataset in `version_dir` again."""
+  version_dir = os.path.abspath(version_dir)
+  with open(os.path.join(version_dir, "dataset_info.json")) as f:
+    info = json.load(f)
+  if info.get("name") == DATASETS["synthetic"]:  # <data_dir>/<name>/<config>/<version>
+    data_dir = os.path.dirname(os.path.dirname(os.path.dirname(version_dir)))
+    return (f"{BUILD_COMMAND} --dataset=synthetic --config={info.get('configName', '')} "
+            f"--data_dir={shlex.quote(data_dir)}")
+  data_dir = os.path.dirname(os.path.dirname(version_dir))  # <data_dir>/<name>/<version>
+  source = "<the folder of .npz clips it was built from>"
+  if os.path.exists(os.path.join(version_dir, SOURCE_FILE)):
+    with open(os.path.join(version_dir, SOURCE_FILE)) as f:
+      source = shlex.quote(json.load(f)["source"])
+  return f"{BUILD_COMMAND} --dataset=folder --source={source} --data_dir={shlex.quote(data_dir)}"
+
+
 def is_finished(version_dir: str) -> bool:
-  """Whether `version_dir` holds complete records and their statistics."""
+  """Whether `version_dir` holds complete, readable records (records_problem) and their
+  statistics."""
   return (os.path.exists(os.path.join(version_dir, "dataset_info.json"))
-          and os.path.exists(os.path.join(version_dir, statistics.STATS_FILE)))
+          and os.path.exists(os.path.join(version_dir, statistics.STATS_FILE))
+          and records_problem(version_dir) is None)
 
 
-def prepare(builder: tfds.core.DatasetBuilder, download_config=None) -> str:
+def prepare(builder: tfds.core.DatasetBuilder, download_config=None, what: str = "",
+            source: str | None = None) -> str:
   """Builds `builder` unless built, writes its statistics unless written; returns the version dir.
 
   TFDS writes into an `incomplete.*` folder renamed when every split is written, so a killed
   build leaves no version folder and the next call removes its leftovers and starts over; a
-  finished one is a no-op.
+  finished one is a no-op. A version folder whose records cannot be read (records_problem) is
+  removed and built again. `what` describes the build in its one line on stderr; `source`, the
+  clip folder of a folder dataset, is kept beside the records (SOURCE_FILE) for rebuild_command.
   """
   version_dir = os.fspath(builder.data_dir)
   lock = os.path.join(os.path.dirname(version_dir), f".{os.path.basename(version_dir)}.lock")
   with _file_lock(lock):
     if is_finished(version_dir):
       return version_dir
+    if os.path.exists(os.path.join(version_dir, "dataset_info.json")):
+      if (problem := records_problem(version_dir)):
+        split, path, reason = problem
+        logging.warning("Split %s of %s cannot be read (%s: %s); building the dataset again.",
+                        split, version_dir, path, reason)
+        shutil.rmtree(version_dir)
     # A killed build leaves its incomplete.* folder (GBs for `large`); under the lock no other
     # build of this dataset is running, so it is garbage.
     for stale in glob.glob(os.path.join(os.path.dirname(version_dir),
@@ -281,10 +357,24 @@ def prepare(builder: tfds.core.DatasetBuilder, download_config=None) -> str:
       shutil.rmtree(stale, ignore_errors=True)
     config = download_config or tfds.download.DownloadConfig()
     config = dataclasses.replace(config, compute_stats=tfds.download.ComputeStatsMode.SKIP)
-    with _in_memory_shuffle():
-      builder.download_and_prepare(download_config=config)
+    name = builder.name + (f"/{builder.builder_config.name}" if builder.builder_config else "")
+    if not os.path.exists(os.path.join(version_dir, "dataset_info.json")):
+      _say(f"building {name}{f' ({what})' if what else ''} in {version_dir}")
+      start = time.monotonic()
+      # Nothing is downloaded: TFDS's download folder (it makes downloads/extracted/) is a
+      # temporary one rather than an empty folder left in data_dir.
+      with _in_memory_shuffle(), tempfile.TemporaryDirectory(prefix="tfds_downloads_") as tmp:
+        builder.download_and_prepare(download_dir=tmp, download_config=config)
+      _say(f"built {name} in {time.monotonic() - start:.0f} s")
+    if source is not None:
+      fileio.write_json(os.path.join(version_dir, SOURCE_FILE), {"source": source})
     statistics.write_statistics(version_dir)
   return version_dir
+
+
+def _say(line: str) -> None:
+  """A build's progress line, on stderr (build_dataset.py's stdout is the dataset folder)."""
+  print(line, file=sys.stderr, flush=True)
 
 
 def synthetic_builder(data_dir: str, config_name: str, workers: int = 0):
@@ -298,13 +388,43 @@ def synthetic_builder(data_dir: str, config_name: str, workers: int = 0):
 
 def ensure_synthetic(data_dir: str, config_name: str, workers: int = 0) -> str:
   """Builds the synthetic dataset `config_name` under `data_dir` if needed; returns its folder."""
-  return prepare(synthetic_builder(data_dir, config_name, workers))
+  builder = synthetic_builder(data_dir, config_name, workers)
+  c = builder.builder_config
+  frames = (f"{c.num_frames} frames" if c.test_frames == c.num_frames
+            else f"{c.num_frames} and {c.test_frames} frames")
+  return prepare(builder, what=f"{c.num_train + c.num_test} clips of {frames} at "
+                               f"{c.resolution} px")
+
+
+def clip_files(source_dir: str) -> dict[str, list[str]]:
+  """The .npz clip files of a clip folder by split: {split: sorted <source_dir>/<split>/*.npz}, the
+  splits that hold none left out; ValueError in one sentence unless there is a train split."""
+  expected = "expected one .npz clip per file under train/ (and test/)"
+  if not os.path.exists(source_dir):
+    raise ValueError(f"clip folder {source_dir} does not exist; {expected}.")
+  if not os.path.isdir(source_dir):
+    raise ValueError(f"clip folder {source_dir} is a file, not a folder; {expected}.")
+  splits = {}
+  for name in sorted(os.listdir(source_dir)):
+    files = sorted(glob.glob(os.path.join(source_dir, name, "*.npz")))
+    if files and os.path.isdir(os.path.join(source_dir, name)):
+      splits[name] = files
+  if "train" not in splits:
+    loose = glob.glob(os.path.join(source_dir, "*.npz"))
+    found = (f"it holds {len(loose)} .npz files itself, not under train/" if loose else
+             f"its subfolders with .npz files are {', '.join(splits)}" if splits else
+             "it is empty" if not os.listdir(source_dir) else "it holds no .npz files")
+    raise ValueError(f"clip folder {source_dir} has no train/*.npz files ({found}); {expected}.")
+  return splits
 
 
 def build_folder(source_dir: str, data_dir: str, workers: int = 0) -> str:
-  """Builds TalkingClipsFolder from the .npz clips under `source_dir`; returns its folder."""
-  if not os.path.isdir(source_dir):
-    raise ValueError(f"clip folder {source_dir} does not exist; expected a folder with "
-                     "train/*.npz (and test/*.npz).")
+  """Builds TalkingClipsFolder from the .npz clips under `source_dir`; returns its folder.
+  ValueError in one sentence, before anything is written, if there are no train clips."""
+  splits = clip_files(source_dir)
+  count = sum(map(len, splits.values()))
+  what = (f"{count} clip file{'s' if count != 1 else ''}: "
+          + ", ".join(f"{len(v)} {k}" for k, v in splits.items()) + f", from {source_dir}")
   builder = TalkingClipsFolder(data_dir=data_dir, workers=workers)
-  return prepare(builder, tfds.download.DownloadConfig(manual_dir=source_dir))
+  return prepare(builder, tfds.download.DownloadConfig(manual_dir=source_dir), what,
+                 source=os.path.abspath(source_dir))

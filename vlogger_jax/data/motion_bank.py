@@ -32,6 +32,7 @@ from absl import logging
 import numpy as np
 
 from vlogger_jax import motion as motion_lib
+from vlogger_jax.data import builders
 from vlogger_jax.data import pipelines
 from vlogger_jax.data import windows
 
@@ -64,6 +65,11 @@ class MotionBank:
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
       clips = [c for c in pool.map(read, indices) if c is not None]
     self.skipped = len(indices) - len(clips)
+    if not clips and len(indices) and records.version_dir is not None:
+      raise ValueError(f"none of the {len(indices)} records of split {split} in "
+                       f"{records.version_dir} that process {process_index} of {process_count} "
+                       "reads can be decoded; expected readable records: build it again with "
+                       f"`{builders.rebuild_command(records.version_dir)}`.")
     if not clips:
       raise ValueError(f"split {split} has no readable clip for process {process_index} of "
                        f"{process_count}; expected at least one clip per process.")

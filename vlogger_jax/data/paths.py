@@ -1,6 +1,7 @@
 """Where a dataset is: a dataset folder checked against this code's version, or a config's one.
 
-resolve(path)             the version folder of a finished dataset, given it or its parent
+resolve(path)             the version folder of a finished, readable dataset, given it or its
+                          parent
 dataset_dir(data_config)  the dataset a config's `data` section names, the synthetic one built
                           first when missing
 """
@@ -33,11 +34,17 @@ def resolve(path: str) -> str:
   with open(os.path.join(path, "dataset_info.json")) as f:
     built = json.load(f).get("version", "")
   if built.split(".")[0] != version.split(".")[0]:
-    raise ValueError(f"dataset {path} has version {built}; expected {version} (rebuild it "
-                     "with launch/build_dataset.py).")
+    raise ValueError(f"dataset {path} has version {built}; expected {version} (build it "
+                     f"again with `{builders.rebuild_command(path)}`).")
   if not os.path.exists(os.path.join(path, statistics.STATS_FILE)):
     raise ValueError(f"dataset {path} lacks {statistics.STATS_FILE}; finish it by running "
-                     "launch/build_dataset.py again.")
+                     f"`{builders.rebuild_command(path)}` again.")
+  if (problem := builders.records_problem(path)):
+    split, shard, reason = problem
+    raise ValueError(f"split {split} of dataset {path} cannot be read "
+                     f"({os.path.basename(shard)}: {reason}); "
+                     f"expected readable records: build it again with "
+                     f"`{builders.rebuild_command(path)}`.")
   return path
 
 

@@ -6,7 +6,7 @@ leading batch dimension) that is infinite (each epoch reshuffled), deterministic
 process layout, sharded by process (process p reads records p, p + P, ... of the split), and
 checkpointable: get_state() is a JSON-able dict and set_state(state) continues with exactly the
 batch that would have come next, with or without worker processes. Records that fail to decode are
-skipped with a warning that counts them. No JAX runs here (worker processes stay accelerator-free).
+skipped, each named in one warning. No JAX runs here (worker processes stay accelerator-free).
 
 Batch dicts (B = host-local batch, L = max_frames, N = num_frames, R = resolution), float32 unless
 marked:
@@ -39,6 +39,7 @@ import tensorflow_datasets as tfds
 
 from vlogger_jax import contracts
 from vlogger_jax import motion as motion_lib
+from vlogger_jax.data import builders
 from vlogger_jax.data import paths
 from vlogger_jax.data import statistics
 from vlogger_jax.data import windows
@@ -58,7 +59,8 @@ class Records:
     self._source = source
     self._lock = threading.Lock()
     self._length = len(self._open())
-    self.skipped = 0
+    self.skipped = 0              # failed reads (a record read twice counts twice)
+    self.unreadable = set()       # indices of the records that failed, each warned about once
     self._failures_in_a_row = 0
 
   def _open(self):
@@ -91,15 +93,26 @@ class Records:
       self._failures_in_a_row = 0
       return record
     except Exception as e:  # pylint: disable=broad-except
-      # A corrupt record must not end a long run; the count shows how common they are.
-      self.skipped += 1
-      self._failures_in_a_row += 1
-      logging.warning("Skipped unreadable record %d of split %s in %s (%s: %s); %d skipped so "
-                      "far in this process.", index, self.split, self.version_dir, type(e).__name__,
-                      e, self.skipped)
-      if self._failures_in_a_row > self._length:
+      # A corrupt record must not end a long run. It is read again every epoch (and by each
+      # reading thread), so it is named once; the count shows how common they are.
+      with self._lock:
+        first = index not in self.unreadable
+        self.unreadable.add(index)
+        self.skipped += 1
+        self._failures_in_a_row += 1
+        every = self._failures_in_a_row > self._length
+      if every:
+        rebuild = ("a readable data source" if self.version_dir is None else
+                   f"readable records: build it again with "
+                   f"`{builders.rebuild_command(self.version_dir)}`")
         raise ValueError(f"every record of split {self.split} in {self.version_dir} failed to "
-                         "decode; expected a readable dataset (rebuild it).") from e
+                         f"decode ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                         f"expected {rebuild}.") from None
+      if first:
+        logging.warning("Skipped unreadable record %d of split %s in %s (%s: %s); %d of its %d "
+                        "records skipped so far in this process, each named once.", index,
+                        self.split, self.version_dir, type(e).__name__,
+                        str(e).splitlines()[0][:200], len(self.unreadable), self._length)
       return None
 
 

@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 
 from vlogger_jax import audio as audio_lib
 from vlogger_jax import contracts
+from vlogger_jax import fileio
 from vlogger_jax.data import schema
 
 PNG_LEVEL = 3  # zlib level: level 1 makes files ~1.5x larger, levels above 3 gain little.
@@ -98,8 +99,10 @@ def encode_clip(clip: dict, name: str = "clip") -> dict:
 def load_npz_clip(path: str) -> dict:
   """A clip from an .npz file of schema fields (float64 arrays become float32; id defaults to
   the file name)."""
-  with np.load(path, allow_pickle=False) as data:
-    clip = {k: data[k] for k in data.files}
+  try:
+    clip = fileio.read_npz(path)
+  except fileio.NpzError as e:
+    raise ValueError(f"clip file {path} {e}; expected a schema .npz clip.") from None
   clip["id"] = str(clip["id"]) if "id" in clip else os.path.splitext(os.path.basename(path))[0]
   for key, (dtype, _) in schema.FIELDS.items():
     value = clip.get(key)

@@ -274,12 +274,19 @@ class Pipeline:
   def speech(source, max_seconds: float = Options.max_seconds) -> np.ndarray:
     """16 kHz mono speech from a path or a [S] float array at 16 kHz, checked: not empty, not
     silent, at least one video frame long and at most `max_seconds`."""
+    if not max_seconds > 0:
+      raise InputError(f"max_seconds is {max_seconds}; expected a positive limit.")
     is_file = isinstance(source, (str, os.PathLike))
     name = f"audio file '{os.fspath(source)}'" if is_file else "the speech"
     try:
-      wave = (audio_lib.load_audio(source, allow_silent=True) if is_file else
-              audio_lib.load_audio(np.asarray(source), sample_rate=contracts.SAMPLE_RATE,
-                                   allow_silent=True))
+      # A file is decoded only a little past max_seconds (audio.load_audio), so hours of audio
+      # are refused without being read.
+      wave = (audio_lib.load_audio(source, allow_silent=True, max_seconds=max_seconds) if is_file
+              else audio_lib.load_audio(np.asarray(source), sample_rate=contracts.SAMPLE_RATE,
+                                        allow_silent=True, max_seconds=max_seconds))
+    except audio_lib.AudioTooLong as e:
+      raise InputError(f"{name} lasts {e.length}, longer than the limit of {max_seconds:g} s; "
+                       "expected shorter speech, or raise the limit (--max_seconds).") from None
     except audio_lib.AudioError as e:
       raise InputError(str(e)) from None
     peak = float(np.abs(wave).max())
@@ -290,10 +297,6 @@ class Pipeline:
     if audio_lib.num_frames(wave.size) < 1:
       raise InputError(f"the speech lasts {seconds * 1000:.0f} ms, shorter than one video "
                        f"frame; expected at least {1000 / contracts.FPS:.0f} ms.")
-    if seconds > max_seconds:
-      raise InputError(f"the speech lasts {seconds:.1f} s, longer than the limit of "
-                       f"{max_seconds:g} s; expected shorter speech, or raise the limit "
-                       "(--max_seconds).")
     return wave
 
   # --- stages ---

@@ -145,14 +145,10 @@ def _params_from(data, name: str) -> dict:
 def read_npz(path: str, what: str,
              expected: str = "a .npz written by Reference.save or launch/fit_image.py") -> dict:
   """The arrays of a .npz input (no pickles), or InputError naming `what` and `expected`."""
-  if not os.path.isfile(path):
-    raise InputError(f"{what} '{path}' does not exist; expected {expected}.")
   try:
-    with np.load(path, allow_pickle=False) as f:
-      return {k: f[k] for k in f.files}
-  except Exception as e:  # pylint: disable=broad-except  (zip and format errors alike)
-    raise InputError(f"{what} '{path}' cannot be read ({type(e).__name__}); expected "
-                     f"{expected}.") from None
+    return fileio.read_npz(path)
+  except fileio.NpzError as e:
+    raise InputError(f"{what} '{path}' {e}; expected {expected}.") from None
 
 
 def _square(image: np.ndarray, name: str) -> np.ndarray:

@@ -86,11 +86,9 @@ def _read(path: str) -> tuple[dict, dict, dict]:
     raise WeightsError(f"{name} does not exist; expected a {SUFFIX} file written by "
                        "vlogger_jax.models.weights.save (launch/export_weights.py).")
   try:
-    with np.load(path, allow_pickle=False) as f:
-      data = {k: f[k] for k in f.files}
-  except Exception as e:  # pylint: disable=broad-except  (zip, pickle and format errors alike)
-    raise WeightsError(f"{name} cannot be read ({type(e).__name__}: {str(e)[:120]}); expected a "
-                       f"{SUFFIX} weights file.") from None
+    data = fileio.read_npz(path)
+  except fileio.NpzError as e:
+    raise WeightsError(f"{name} {e}; expected a {SUFFIX} weights file.") from None
   if _META not in data or _CONFIG not in data:
     raise WeightsError(f"{name} has no {_META}/{_CONFIG} entries; expected a weights file "
                        "written by vlogger_jax.models.weights.save, not another .npz.")

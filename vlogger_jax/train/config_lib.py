@@ -6,6 +6,10 @@ adds its task's fields, picks a variant with `pick_variant` and returns the dict
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
+import os
+import re
 from typing import Callable, Mapping
 
 import ml_collections
@@ -23,6 +27,8 @@ def engine_config() -> ml_collections.ConfigDict:
   c.eval_every = 0                 # 0: no periodic evaluation
   c.frozen = ()                    # regexes over '/'-joined parameter paths: frozen, no opt state
   c.prefetch = 2                   # batches moved to the devices ahead of the step
+  c.allow_changes = ""             # resume despite changes to these settings (comma-separated
+                                   # dotted keys; docs/training.md)
 
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam",                 # adam | adamw
@@ -116,9 +122,6 @@ def overridden(config: ml_collections.ConfigDict, **values) -> ml_collections.Co
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
   """Loads 'path/to/config.py[:variant]' like --config does; ValueError with one sentence if bad."""
-  import importlib.util
-  import os
-
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
     raise ValueError(f"config file {path} does not exist; expected e.g. configs/toy.py:tiny.")
@@ -130,17 +133,91 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(arg or None)
 
 
-def preflight(argv) -> str | None:
-  """Checks the --config=... argument before absl parses it; returns an error sentence or None.
+def _keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Every dotted key of `config`, groups and their keys alike."""
+  out = []
+  for key, value in config.items():
+    out.append(prefix + key)
+    if isinstance(value, ml_collections.ConfigDict):
+      out += _keys(value, f"{prefix}{key}.")
+  return out
 
-  ml_collections reports a failing get_config with a traceback; users deserve one sentence.
+
+def _closest_keys(config: ml_collections.ConfigDict, path: str, n: int = 3) -> list[str]:
+  """The existing dotted keys nearest to `path`: by the whole path, then by its last name."""
+  keys = _keys(config)
+  leaf = path.rsplit(".", 1)[-1]
+  by_leaf = {}
+  for key in keys:
+    by_leaf.setdefault(key.rsplit(".", 1)[-1], []).append(key)
+  found = difflib.get_close_matches(path, keys, n=n, cutoff=0.6)
+  for name in difflib.get_close_matches(leaf, list(by_leaf), n=n, cutoff=0.7):
+    found += by_leaf[name]
+  # The groups the path itself runs through exist already; naming them would not help.
+  parts = path.split(".")
+  ancestors = {".".join(parts[:i]) for i in range(1, len(parts))}
+  return [k for k in dict.fromkeys(found) if k not in ancestors][:n]
+
+
+def check_override(config: ml_collections.ConfigDict, path: str, flag: str = "config",
+                   source: str = "the config") -> str | None:
+  """Why `--<flag>.<path>=...` cannot override `config` (one sentence naming the key and the
+  closest existing ones), or None if the key exists."""
+  node, parts = config, path.split(".")
+  for i, part in enumerate(parts):
+    here = ".".join(parts[:i])
+    if not isinstance(node, ml_collections.ConfigDict):
+      return (f"--{flag}.{path}: {here} of {source} is a value, not a group of keys; expected "
+              f"--{flag}.{here}=VALUE or a key of a group.")
+    if part not in node:
+      close = _closest_keys(config, path)
+      if close:
+        hint = "the closest existing keys are " + ", ".join(close)
+      else:
+        names = sorted(node.keys())
+        hint = (f"the keys of {here or 'its top level'} are "
+                + ", ".join(names[:12]) + (", ..." if len(names) > 12 else ""))
+      return (f"--{flag}.{path}: {source} has no key '{path}'; expected an existing key "
+              f"({hint}).")
+    node = node[part]
+  return None
+
+
+def _override_paths(argv, flag: str) -> list[str]:
+  """The dotted keys that `--<flag>.<key>=...` arguments (or --no<flag>.<key>) override."""
+  pattern = re.compile(rf"-{{1,2}}(?:no)?{re.escape(flag)}\.([^=]+)")
+  out = []
+  for a in argv[1:]:
+    if a == "--":
+      break
+    if (m := pattern.match(a)):
+      out.append(m.group(1))
+  return out
+
+
+def preflight(argv, config_flags: Mapping[str, str | None] | None = None) -> str | None:
+  """Checks the config-file flags' arguments before absl parses them; returns an error sentence
+  or None.
+
+  config_flags: flag name -> its default spec (None: no default); {'config': None} if not given.
+  For each: the file and variant load (ml_collections reports a failing get_config with a
+  traceback; users deserve one sentence), and every `--<flag>.<key>=...` override names an
+  existing key (ml_collections answers a misspelt one with a 50-line traceback).
   """
-  for i, a in enumerate(argv):
-    spec = (a.split("=", 1)[1] if a.startswith("--config=")
-            else argv[i + 1] if a == "--config" and i + 1 < len(argv) else None)
-    if spec is not None:
-      try:
-        load_config_file(spec)
-      except ValueError as e:
-        return str(e)
+  for name, default in (config_flags or {"config": None}).items():
+    spec = default
+    for i, a in enumerate(argv):
+      if a.startswith(f"--{name}="):
+        spec = a.split("=", 1)[1]
+      elif a == f"--{name}" and i + 1 < len(argv):
+        spec = argv[i + 1]
+    if spec is None:
+      continue
+    try:
+      config = load_config_file(spec)
+    except ValueError as e:
+      return str(e)
+    for path in _override_paths(argv, name):
+      if (problem := check_override(config, path, name, spec)):
+        return problem
   return None
