@@ -23,7 +23,7 @@ from conftest import REPO
 
 from vlogger_jax import checkpoint, models
 from vlogger_jax.models import loading
-from vlogger_jax.train import config_lib, loop
+from vlogger_jax.train import config_lib, loop, stages
 from vlogger_jax.train.tasks import make_task
 
 # A restore of a deliberately truncated file leaves TensorStore reads whose callbacks find
@@ -353,3 +353,14 @@ def test_metrics_after_sigkill_and_resume_hold_every_step_once(tmp_path, capsys)
   expected = list(range(10, 61, 10))
   assert [json.loads(l)["step"] for l in metrics.read_text().splitlines()] == expected
   assert _tensorboard_steps(workdir / "tensorboard") == expected
+
+
+def test_a_finished_stage_whose_last_step_is_damaged_is_trained_again(copy60, capsys):
+  """A chain (train/stages.py) skips a finished earlier stage only when its last checkpoint
+  matches its manifest; else it trains the stage again, which falls back to the newest good
+  step (the test above) instead of handing damaged weights to the next stage."""
+  stage = stages.Stage("pretrain", toy_config(), str(copy60))
+  assert stages.finished(stage)
+  flip_bytes(biggest_state_file(copy60, 60))
+  assert not stages.finished(stage)
+  assert "step 60" in capsys.readouterr().out

@@ -76,9 +76,18 @@ def plan(config, workdir: str) -> list[Stage]:
 
 
 def finished(stage: Stage) -> bool:
-  """Whether a stage's run has a checkpoint at its last step."""
-  step = ckpt_lib.CheckpointReader(stage.workdir).latest_step()
-  return step is not None and step >= stage.config.num_train_steps
+  """Whether a stage's run has a checkpoint at its last step that matches its checksum
+  manifest. A damaged last step is not finished: training the stage again moves it aside,
+  resumes from the newest good step and ends on the same weights (resuming is exact)."""
+  reader = ckpt_lib.CheckpointReader(stage.workdir)
+  step = reader.latest_step()
+  if step is None or step < stage.config.num_train_steps:
+    return False
+  _, problem = ckpt_lib.manifest_problem(os.path.join(reader.directory, str(step)))
+  if problem is not None:
+    _log(f"the {stage.name} stage's last checkpoint, step {step} in {reader.directory}, is "
+         f"damaged ({problem}); training the stage again from its newest good step.")
+  return problem is None
 
 
 def _pin_pretrained(stage: Stage) -> Stage:
