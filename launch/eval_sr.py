@@ -3,6 +3,8 @@ r"""Evaluates the super-resolution stages on held-out synthetic identities.
   python launch/eval_sr.py --sr256=workdir/sr256 --sr512=workdir/sr512 --data_dir=data \
       [--video=workdir/base128] [--num_clips=8] [--frames=48] [--cascade_frames=48] \
       [--sampler=dpm --num_steps=10] [--overlap=2] [--out_dir=workdir/eval_sr]
+  python launch/eval_sr.py --sr256=sr256.npz --sr512=sr512.npz --render --float32 --cascade=false \
+      --num_clips=2 --frames=8       # no dataset needed: held-out clips rendered on the fly
 
 1. Each stage alone (either flag may be left out): `num_clips` windows of `frames` frames from
    the test split of the stage's dataset (its config.data: synthetic `sr256` / `sr512`, held-out
@@ -34,18 +36,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from vlogger_jax import cli
+from vlogger_jax import contracts
 from vlogger_jax import diffusion
 from vlogger_jax import evaluators
 from vlogger_jax import fileio
+from vlogger_jax import models
 from vlogger_jax import video_eval
 from vlogger_jax import video_io
 from vlogger_jax import windowed_sampler
-from vlogger_jax.data import paths, pipelines
+from vlogger_jax.data import builders, paths, pipelines, synthetic
 from vlogger_jax.inference import pipeline as pipeline_lib
 from vlogger_jax.inference import reference as reference_lib
 from vlogger_jax.models import loading
 from vlogger_jax.models import sr as sr_lib
 from vlogger_jax.models.image import to_pixels
+from vlogger_jax.train import config_lib
 
 _SR256 = flags.DEFINE_string("sr256", None, "128² -> 256² stage: run directory or weights file.")
 _SR512 = flags.DEFINE_string("sr512", None, "256² -> 512² stage: run directory or weights file.")
@@ -66,6 +71,11 @@ _VIDEO_SAMPLER = flags.DEFINE_string("video_sampler", None, "Base model sampler 
 _VIDEO_STEPS = flags.DEFINE_integer("video_steps", None, "Base model steps (its default if None).")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the figures go.")
+_RENDER = flags.DEFINE_bool("render", False, "Render the held-out clips (the test split's seeds) "
+                            "instead of reading a built dataset.")
+_CASCADE = flags.DEFINE_bool("cascade", True, "With both stages, also evaluate the whole cascade.")
+_FLOAT32 = flags.DEFINE_bool("float32", False, "Compute in float32 (CPUs, where bfloat16 "
+                             "convolutions are slow).")
 
 
 def _u8(x) -> np.ndarray:
@@ -82,7 +92,28 @@ def _mean(scores: dict) -> dict:
   return {k: float(np.nanmean(v)) for k, v in scores.items()}
 
 
+def _in_float32(loaded: loading.Loaded) -> loading.Loaded:
+  """The stage with its model computing in float32 (the parameters cast to it)."""
+  config = config_lib.overridden(loaded.config, **{"precision.compute_dtype": "float32"})
+  params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), loaded.params)
+  return dataclasses.replace(loaded, model=models.build(config), params=params, config=config)
+
+
+def _rendered_batch(size: int, frames: int) -> dict:
+  """The held-out clips rendered directly (the test split's seeds at `size`, `frames` long), in
+  the layout of the data pipelines; the same identities as a built test split, not the same
+  motion (a clip's motion depends on its length)."""
+  seeds = [builders.TEST_SEED_OFFSET + i for i in range(_CLIPS.value)]
+  clips = synthetic.generate_clips(seeds, frames, size)
+  batch = {"frames": np.stack([c["frames"] for c in clips])}
+  for k in ("shape", "fov") + contracts.FRAME_KEYS:
+    batch[k] = np.stack([np.asarray(c[k], np.float32) for c in clips])
+  return batch
+
+
 def _test_batch(loaded: loading.Loaded, frames: int) -> dict:
+  if _RENDER.value:
+    return _rendered_batch(loaded.model.size, frames)
   d = loaded.config.data
   if _DATA_DIR.value:
     d = ml_collections.ConfigDict(dict(d.to_dict(), data_dir=_DATA_DIR.value))
@@ -174,6 +205,8 @@ def main(argv):
     for size, flag in ((256, _SR256), (512, _SR512)):
       if flag.value:
         stages[size] = loading.load(flag.value, expect=("sr",))
+        if _FLOAT32.value:
+          stages[size] = _in_float32(stages[size])
     if not stages:
       raise loading.LoadError("neither --sr256 nor --sr512 was given; expected at least one "
                               "super-resolution stage.")
@@ -182,7 +215,7 @@ def main(argv):
   results = {"command": " ".join(sys.argv)}
   for size, loaded in stages.items():
     results[f"sr{size}"] = _stage(loaded, out_dir)
-  if len(stages) == 2:
+  if len(stages) == 2 and _CASCADE.value:
     video = loading.load(_VIDEO.value or pipeline_lib.DEFAULT_WEIGHTS["video"], expect=("video",))
     results["cascade"] = _cascade(video, (stages[256], stages[512]), out_dir)
   fileio.write_json(os.path.join(out_dir, "metrics.json"), results)
