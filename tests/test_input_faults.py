@@ -254,9 +254,11 @@ def test_a_split_of_unreadable_records_names_it_and_the_command_that_rebuilds_it
   with pytest.raises(ValueError, match="split train of dataset") as e:
     paths.resolve(corrupt)
   assert f"`{command}`" in str(e.value)
-  # The command builds it again (prepare removes the unreadable version).
+  # The command builds it again; the unreadable version is kept aside, not deleted.
   assert builders.build_folder(source, data_dir) == corrupt
   assert paths.resolve(corrupt) == corrupt and builders.is_finished(corrupt)
+  (aside,) = os.listdir(os.path.join(os.path.dirname(corrupt), builders.DAMAGED))
+  assert aside.startswith(os.path.basename(corrupt) + "-")
 
 
 def test_missing_shards_and_the_synthetic_command(dataset, tmp_path):

@@ -44,6 +44,7 @@ from vlogger_jax.data import statistics
 from vlogger_jax.data import synthetic
 
 VERSION = "1.0.0"
+DAMAGED = ".damaged"           # <dataset>/<config>/.damaged/<version>-<time>: unreadable builds
 TEST_SEED_OFFSET = 1_000_000  # Test seeds never meet train seeds, so identities are held out.
 DATASETS = {"synthetic": "synthetic_talking_humans", "folder": "talking_clips_folder"}
 SOURCE_FILE = "source.json"  # beside a folder dataset's records: the clip folder it came from
@@ -335,7 +336,7 @@ def prepare(builder: tfds.core.DatasetBuilder, download_config=None, what: str =
   TFDS writes into an `incomplete.*` folder renamed when every split is written, so a killed
   build leaves no version folder and the next call removes its leftovers and starts over; a
   finished one is a no-op. A version folder whose records cannot be read (records_problem) is
-  removed and built again. `what` describes the build in its one line on stderr; `source`, the
+  moved aside into DAMAGED beside it (never deleted) and built again. `what` describes the build in its one line on stderr; `source`, the
   clip folder of a folder dataset, is kept beside the records (SOURCE_FILE) for rebuild_command.
   """
   version_dir = os.fspath(builder.data_dir)
@@ -346,9 +347,12 @@ def prepare(builder: tfds.core.DatasetBuilder, download_config=None, what: str =
     if os.path.exists(os.path.join(version_dir, "dataset_info.json")):
       if (problem := records_problem(version_dir)):
         split, path, reason = problem
-        logging.warning("Split %s of %s cannot be read (%s: %s); building the dataset again.",
-                        split, version_dir, path, reason)
-        shutil.rmtree(version_dir)
+        aside = os.path.join(os.path.dirname(version_dir), DAMAGED,
+                             f"{os.path.basename(version_dir)}-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        os.rename(version_dir, aside)
+        _say(f"split {split} of {version_dir} cannot be read ({path}: {reason}); moved it to "
+             f"{aside} (delete it once the new build is good) and building the dataset again")
     # A killed build leaves its incomplete.* folder (GBs for `large`); under the lock no other
     # build of this dataset is running, so it is garbage.
     for stale in glob.glob(os.path.join(os.path.dirname(version_dir),
