@@ -64,9 +64,9 @@ def run() -> int:
   ref = _reference(_REFERENCE.value, gen.base_size)
   if _AUDIO.value is not None:
     wave = audio_lib.load_audio(_AUDIO.value, max_seconds=_MAX_SECONDS.value)
-    length = audio_lib.num_frames(wave.size)
-    wave = wave[:audio_lib.num_samples_for_frames(length)]
-    result = gen.generate(ref, wave=wave, seed=_SEED.value)
+    result = gen.generate(ref, wave=wave, seed=_SEED.value)   # the mel of all of it, as
+    length = audio_lib.num_frames(wave.size)                   # generate.py's; the mp4 keeps
+    wave = wave[:audio_lib.num_samples_for_frames(length)]     # the speech the frames cover
   else:
     data = fileio.read_npz(_FRAME_PARAMS.value)
     params = {k: np.asarray(data[k], np.float32)[None] for k in contracts.FRAME_KEYS

@@ -100,7 +100,9 @@ def test_the_manifest_describes_each_artifact(run):
   video = manifest["artifacts"]["video_w1"]
   assert video["platforms"] == ["cpu"] and video["params"] == "params_video.npz"
   assert video["outputs"] == [{"shape": ["b", "8", "32", "32", "3"], "dtype": "float32"}]
-  assert video["inputs"][0] == {"shape": ["b", "32", "32", "3"], "dtype": "float32"}
+  assert video["inputs"][0] == {"name": "ref_image", "shape": ["b", "32", "32", "3"],
+                                "dtype": "float32"}
+  assert video["inputs"][-1] == {"name": "first_window", "shape": [], "dtype": "int32"}
   assert video["settings"]["sampler"] == "ddim" and video["settings"]["steps"] == 1
   assert manifest["artifacts"]["sr64_w1"]["settings"]["low_size"] == 32
   assert manifest["versions"]["jax"] == jax.__version__
@@ -134,8 +136,8 @@ def test_the_controls_artifact_matches_the_renderer(run, stages):
 
 def test_the_exported_generation_is_the_pipelines(run):
   _, _, _, child, result = run
-  np.testing.assert_allclose(child["motion"], result.motion, atol=1e-5)
+  # Bit-equal on the CPU (measured): the artifacts are the programs the pipeline jits, lowered
+  # through jax.export, and the chunks, keys and padding are the pipeline's.
+  np.testing.assert_array_equal(child["motion"], result.motion)
   assert child["frames"].shape == result.frames.shape == (2, FRAMES, 64, 64, 3)
-  # uint8 frames: equal but for a rare rounding at a .5 boundary.
-  diff = np.abs(child["frames"].astype(int) - result.frames.astype(int))
-  assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+  np.testing.assert_array_equal(child["frames"], result.frames)

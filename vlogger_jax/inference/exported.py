@@ -83,9 +83,14 @@ def _pad(a: np.ndarray, frames: int, mode: str = "edge") -> np.ndarray:
 
 # --- exporting ---
 
-def _spec_json(tree) -> list:
-  return [{"shape": [str(d) for d in a.shape], "dtype": str(a.dtype)}
-          for a in jax.tree.leaves(tree)]
+def _spec_json(args, names) -> list:
+  """Each input leaf's name (argument, then its path), shape (symbolic dims as strings), dtype."""
+  out = []
+  for arg, name in zip(args, names):
+    for path, a in jax.tree_util.tree_leaves_with_path(arg):
+      out.append({"name": name + jax.tree_util.keystr(path),
+                  "shape": [str(d) for d in a.shape], "dtype": str(a.dtype)})
+  return out
 
 
 def _save_params(path: str, params) -> list[str]:
@@ -130,7 +135,7 @@ def export(pipe, options, folder: str, platforms=PLATFORMS, log=print) -> dict:
                            "vlogger_jax": vlogger_jax.__version__},
               "seed_streams": {"motion": 0, "video": 1, "sr": "2 + stage index"}}
 
-  def write(name, fn, args, settings, params_file=None):
+  def write(name, fn, args, names, settings, params_file=None):
     t0 = time.perf_counter()
     fn = jax.jit(fn)
     ok = lowerable_platforms(fn, args, platforms)
@@ -144,7 +149,7 @@ def export(pipe, options, folder: str, platforms=PLATFORMS, log=print) -> dict:
     os.replace(path + ".tmp", path)
     manifest["artifacts"][name] = {
         "file": os.path.basename(path), "platforms": ok, "params": params_file,
-        "inputs": _spec_json(args[1:] if params_file else args),
+        "inputs": _spec_json(args[1:] if params_file else args, names),
         "outputs": [{"shape": [str(d) for d in a.shape], "dtype": str(a.dtype)}
                     for a in exp.out_avals],
         "settings": settings, "export_seconds": round(time.perf_counter() - t0, 2)}
@@ -173,7 +178,8 @@ def export(pipe, options, folder: str, platforms=PLATFORMS, log=print) -> dict:
     write(f"motion_w{k}", lambda lv, mel, keys, context, first: model.generate(
         jax.tree.unflatten(treedef, lv), mel, keys, cfg, context, first),
         (abstract(leaves), f32(b, length, contracts.MEL_BINS), keys_spec,
-         f32(b, cfg.overlap, contracts.MOTION_DIM), first_spec), s, file)
+         f32(b, cfg.overlap, contracts.MOTION_DIM), first_spec),
+        ("mel", "keys", "context", "first_window"), s, file)
 
   video = pipe.video.model
   cfg = pipe.video_config(options)
@@ -189,15 +195,16 @@ def export(pipe, options, folder: str, platforms=PLATFORMS, log=print) -> dict:
   write(f"controls_w{cfg.window}", lambda shape, fov, *frames: video_lib.example_controls(
       head_model, shape, fov, list(frames), size),
       (f32(b, contracts.NUM_SHAPE), f32(b), *window_spec),
-      {"window": cfg.window, "size": size})
+      ("shape", "fov") + contracts.FRAME_KEYS, {"window": cfg.window, "size": size})
   leaves, treedef, file = stage_params("video", pipe.video.params)
   write(f"video_w{k}", lambda lv, ref, clip, keys, context, first: video.generate(
       jax.tree.unflatten(treedef, lv), ref, clip, keys, cfg, context, first),
       (abstract(leaves), f32(b, size, size, 3), clip_spec, keys_spec,
-       f32(b, cfg.overlap, size, size, 3), first_spec), s, file)
+       f32(b, cfg.overlap, size, size, 3), first_spec),
+      ("ref_image", "clip", "keys", "context", "first_window"), s, file)
   sr_names = []
   low = size
-  for j, stage in enumerate(pipe.sr_stages(options)):
+  for stage in pipe.sr_stages(options):
     scfg = pipe.sr_config(stage, options)
     out = int(stage.model.size)
     level = (float(stage.model.config.sampling.aug_level) if options.sr_aug_level is None
@@ -212,6 +219,7 @@ def export(pipe, options, folder: str, platforms=PLATFORMS, log=print) -> dict:
                             level)
     write(name, sr_fn, (abstract(leaves), f32(b, length, low, low, 3), sr_clip, keys_spec,
                         f32(b, scfg.overlap, out, out, 3), first_spec),
+          ("low", "clip", "keys", "context", "first_window"),
           settings(scfg, size=out, low_size=low, aug_level=level), file)
     sr_names.append(name)
     low = out
@@ -240,7 +248,9 @@ class _Artifact:
                         "that the manifest names.") from None
     self.entry = entry
     self.settings = entry["settings"]
-    self.params = params
+    # Each leaf in the dtype the artifact was lowered for (the .npz keeps bfloat16 as float32).
+    self.params = None if params is None else [
+        p.astype(a.dtype) for p, a in zip(params, self.exported.in_avals)]
     self._call = jax.jit(self.exported.call)
 
   def __call__(self, *inputs):
