@@ -138,11 +138,15 @@ def export(pipe, options, folder: str, platforms=PLATFORMS, log=print) -> dict:
   def write(name, fn, args, names, settings, params_file=None):
     t0 = time.perf_counter()
     fn = jax.jit(fn)
-    ok = lowerable_platforms(fn, args, platforms)
-    if not ok:
-      raise ExportError(f"artifact '{name}' lowers for none of the platforms "
-                        f"{', '.join(platforms)}; expected at least one that this jax supports.")
-    exp = jax.export.export(fn, platforms=tuple(ok))(*args)
+    try:   # all of them at once; only when that fails, each alone to find those that lower
+      exp, ok = jax.export.export(fn, platforms=tuple(platforms))(*args), list(platforms)
+    except Exception:  # pylint: disable=broad-except
+      ok = lowerable_platforms(fn, args, platforms)
+      if not ok:
+        raise ExportError(f"artifact '{name}' lowers for none of the platforms "
+                          f"{', '.join(platforms)}; expected at least one that this jax "
+                          "supports.") from None
+      exp = jax.export.export(fn, platforms=tuple(ok))(*args)
     path = os.path.join(folder, f"{name}.jax")
     with open(path + ".tmp", "wb") as f:
       f.write(exp.serialize())
