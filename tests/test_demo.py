@@ -1,7 +1,7 @@
 """launch/demo.py end to end: the server as a process on a free localhost port, driven through
 its HTTP API with urllib as the page's fetch() drives it: a synthetic identity and text make
-playable mp4s (the sample and the controls video), a bad upload is the pipeline's one sentence,
-and the server serves a good request after it. The stages are the tiny ones with random
+playable mp4s (the sample and the controls video), a bad upload and a bad option are each the pipeline's one sentence,
+and the server serves a good request after them. The stages are the tiny ones with random
 parameters (conftest.tiny_weights), sampled with DDIM in one step.
 """
 
@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 from conftest import REPO
 
@@ -81,8 +82,8 @@ def test_text_to_video_then_a_bad_upload_then_another_video(server, tmp_path):
   good = {"identity": "synthetic:1", "text": "Hi there.", "num_samples": 1, "seed": 3}
   job, stages = _generate(server, good)
   assert job["state"] == "done", job["error"]
-  assert {"speech", "motion", "encode"} <= stages or job["seconds"], stages
-  _check_video(server, job["videos"][0], tmp_path, "a.mp4", 32)
+  assert {"speech", "motion", "video 32²", "encode"} <= stages, stages  # the progress shown
+  first = _check_video(server, job["videos"][0], tmp_path, "a.mp4", 32)
   _check_video(server, job["controls"], tmp_path, "a_controls.mp4", 64)
 
   photo = {"name": "me.png", "data": base64.b64encode(b"\x89PNG\r\n\x1a\nnot really").decode()}
@@ -91,7 +92,13 @@ def test_text_to_video_then_a_bad_upload_then_another_video(server, tmp_path):
   assert job["error"].startswith("image file 'me.png' cannot be read as an image"), job["error"]
   assert "Traceback" not in job["error"] and job["error"].count(". ") == 0, job["error"]
 
-  job, _ = _generate(server, dict(good, text="Hello again.", seed=4, num_samples=2))
+  job, _ = _generate(server, dict(good, num_samples=99))
+  assert job["error"] == "num_samples is 99; expected 1 to 4 (--max_samples).", job["error"]
+
+  # The server still serves. The same text and batch size: a clip of fewer than 4 video windows
+  # (the pipeline's windows_per_chunk) or another batch size compiles the samplers anew (~30 s).
+  job, _ = _generate(server, dict(good, identity="synthetic:2", seed=4))
   assert job["state"] == "done", job["error"]
-  assert len(job["videos"]) == 2
-  _check_video(server, job["videos"][1], tmp_path, "b.mp4", 32)
+  assert len(job["videos"]) == 1
+  second = _check_video(server, job["videos"][0], tmp_path, "b.mp4", 32)
+  assert not np.array_equal(second[:10], first[:10])   # another identity, another video
