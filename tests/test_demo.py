@@ -3,6 +3,9 @@ its HTTP API with urllib as the page's fetch() drives it: a synthetic identity a
 playable mp4s (the sample and the controls video), a bad upload and a bad option are each the pipeline's one sentence,
 and the server serves a good request after them. The stages are the tiny ones with random
 parameters (conftest.tiny_weights), sampled with DDIM in one step.
+
+Also the Colab notebook: its cells are notebooks/colab_script.py's (checked here, fast), and
+the script itself trains the tiny stages and generates a video on a CPU (`slow`: minutes).
 """
 
 import base64
@@ -16,12 +19,13 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, run_python
 
 from vlogger_jax import contracts
 from vlogger_jax import video_io
 
 DEMO = os.path.join(REPO, "launch", "demo.py")
+NOTEBOOKS = os.path.join(REPO, "notebooks")
 FAST = ["--motion_sampler=ddim", "--motion_steps=1", "--video_sampler=ddim", "--video_steps=1"]
 
 
@@ -102,3 +106,28 @@ def test_text_to_video_then_a_bad_upload_then_another_video(server, tmp_path):
   assert len(job["videos"]) == 1
   second = _check_video(server, job["videos"][0], tmp_path, "b.mp4", 32)
   assert not np.array_equal(second[:10], first[:10])   # another identity, another video
+
+
+def test_the_notebook_is_the_script():
+  sys.path.insert(0, NOTEBOOKS)
+  try:
+    import build_notebook  # pylint: disable=g-import-not-at-top  (not a package: notebooks/)
+  finally:
+    sys.path.remove(NOTEBOOKS)
+  with open(build_notebook.NOTEBOOK) as f:
+    written = f.read()
+  assert written == build_notebook.notebook(), (
+      "notebooks/vlogger_jax_colab.ipynb differs from notebooks/colab_script.py; run "
+      "python notebooks/build_notebook.py")
+  kinds = [c["cell_type"] for c in json.loads(written)["cells"]]
+  assert kinds[0] == "markdown" and kinds.count("code") >= 5, kinds
+
+
+@pytest.mark.slow
+def test_the_notebook_script_trains_and_generates(tmp_path):
+  work = tmp_path / "work"
+  proc = run_python(["notebooks/colab_script.py"], timeout=1800, env={
+      "VLOGGER_NOTEBOOK_QUICK": "1", "VLOGGER_NOTEBOOK_WORKDIR": str(work)})
+  assert "JAX " in proc.stdout and "x CPU" in proc.stdout, proc.stdout[-2000:]
+  frames, fps = video_io.read_video(str(work / "colab.mp4"))
+  assert fps == contracts.FPS and frames.shape[1:] == (32, 32, 3) and frames.shape[0] >= 10
