@@ -47,21 +47,13 @@ from vlogger_jax import audio as audio_lib
 from vlogger_jax import cli
 from vlogger_jax import speech as speech_lib
 from vlogger_jax import video_io
+from vlogger_jax.inference import flags as gen_flags
 from vlogger_jax.inference import pipeline as pipeline_lib
 from vlogger_jax.inference import reference as reference_lib
 from vlogger_jax.inference.errors import InputError
 
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to bind (0.0.0.0: every interface).")
 _PORT = flags.DEFINE_integer("port", 7860, "Port; 0 takes a free one (the URL is printed).")
-_MOTION = flags.DEFINE_string("motion", None, "Motion model: run directory or weights file.")
-_VIDEO = flags.DEFINE_string("video", None, "Base video model: run directory or weights file.")
-_SR = flags.DEFINE_list("sr", [], "Super-resolution stages after the base model, in order "
-                        "(run directories or weights files, comma-separated).")
-_MOTION_SAMPLER = flags.DEFINE_string("motion_sampler", None, "ddpm | ddim | dpm")
-_MOTION_STEPS = flags.DEFINE_integer("motion_steps", None, "Motion sampler steps.")
-_VIDEO_SAMPLER = flags.DEFINE_string("video_sampler", None, "ddpm | ddim | dpm")
-_VIDEO_STEPS = flags.DEFINE_integer("video_steps", None, "Video sampler steps.")
-_SR_STEPS = flags.DEFINE_integer("sr_steps", None, "Super-resolution sampler steps.")
 _MAX_SECONDS = flags.DEFINE_float("max_seconds", 60.0, "Longest speech a request may give.")
 _MAX_SAMPLES = flags.DEFINE_integer("max_samples", 4, "Most samples a request may ask for.")
 _MAX_UPLOAD_MB = flags.DEFINE_float("max_upload_mb", 50.0, "Largest request body, in MiB.")
@@ -165,11 +157,9 @@ class Demo:
     if not 1 <= samples <= _MAX_SAMPLES.value:
       raise InputError(f"num_samples is {samples}; expected 1 to {_MAX_SAMPLES.value} "
                        "(--max_samples).")
-    return pipeline_lib.Options(
-        num_samples=samples, seed=number("seed", 0), resolution=number("resolution", None),
-        motion_sampler=_MOTION_SAMPLER.value, motion_steps=_MOTION_STEPS.value,
-        video_sampler=_VIDEO_SAMPLER.value, video_steps=_VIDEO_STEPS.value,
-        sr_steps=_SR_STEPS.value, max_seconds=_MAX_SECONDS.value)
+    return gen_flags.options(num_samples=samples, seed=number("seed", 0),
+                             resolution=number("resolution", None),
+                             max_seconds=_MAX_SECONDS.value)
 
   def _reference(self, job: Job, request: dict) -> reference_lib.Reference:
     identity = str(request.get("identity") or "")
@@ -329,12 +319,8 @@ def main(argv):
     return 2
   logging.set_verbosity(logging.WARNING)
   try:
-    pipe = pipeline_lib.Pipeline.load(_MOTION.value, _VIDEO.value, tuple(_SR.value))
-    pipe.check(pipeline_lib.Options(motion_sampler=_MOTION_SAMPLER.value,
-                                    motion_steps=_MOTION_STEPS.value,
-                                    video_sampler=_VIDEO_SAMPLER.value,
-                                    video_steps=_VIDEO_STEPS.value, sr_steps=_SR_STEPS.value,
-                                    max_seconds=_MAX_SECONDS.value))
+    pipe = gen_flags.load_pipeline()
+    pipe.check(gen_flags.options(max_seconds=_MAX_SECONDS.value))
     serve(_HOST.value, _PORT.value, pipe)
   except InputError as e:
     return cli.report(e)

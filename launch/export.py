@@ -18,31 +18,16 @@ from absl import flags, logging
 from vlogger_jax import cli
 from vlogger_jax import fileio
 from vlogger_jax.inference import exported
-from vlogger_jax.inference import pipeline as pipeline_lib
+from vlogger_jax.inference import flags as gen_flags
 from vlogger_jax.inference.errors import InputError
 
 _OUT = flags.DEFINE_string("out", None, "Folder for the artifacts, parameters and manifest.")
-_MOTION = flags.DEFINE_string("motion", None, "Motion model: run directory or weights file.")
-_VIDEO = flags.DEFINE_string("video", None, "Base video model: run directory or weights file.")
-_SR = flags.DEFINE_list("sr", [], "Super-resolution stages after the base model, in order.")
 _NO_MOTION = flags.DEFINE_bool("no_motion", False, "Export no motion artifact (generation "
                                "from per-frame parameters only).")
 _PLATFORMS = flags.DEFINE_list("platforms", list(exported.PLATFORMS), "Platforms to lower for "
                                "(those this jax cannot lower for are left out).")
 _WINDOWS = flags.DEFINE_integer("windows_per_chunk", 4, "Windows per artifact call: the fixed "
                                 "chunk length of every artifact.")
-_MOTION_SAMPLER = flags.DEFINE_string("motion_sampler", None, "ddpm | ddim | dpm")
-_MOTION_STEPS = flags.DEFINE_integer("motion_steps", None, "Motion sampler steps.")
-_MOTION_GUIDANCE = flags.DEFINE_float("motion_guidance", None, "Motion guidance weight.")
-_VIDEO_SAMPLER = flags.DEFINE_string("video_sampler", None, "ddpm | ddim | dpm")
-_VIDEO_STEPS = flags.DEFINE_integer("video_steps", None, "Video sampler steps.")
-_VIDEO_ETA = flags.DEFINE_float("video_eta", None, "DDIM noise (0 deterministic, 1 ancestral).")
-_VIDEO_GUIDANCE = flags.DEFINE_float("video_guidance", None, "Video guidance weight.")
-_OVERLAP = flags.DEFINE_integer("overlap", None, "Video window overlap in frames (every stage).")
-_SR_SAMPLER = flags.DEFINE_string("sr_sampler", None, "ddpm | ddim | dpm (super-resolution)")
-_SR_STEPS = flags.DEFINE_integer("sr_steps", None, "Super-resolution sampler steps.")
-_SR_AUG = flags.DEFINE_float("sr_aug_level", None, "Super-resolution noise-conditioning "
-                             "augmentation level in [0, 1].")
 
 
 def run() -> int:
@@ -54,15 +39,8 @@ def run() -> int:
   if unknown or not _PLATFORMS.value:
     raise InputError(f"--platforms names '{','.join(unknown)}'; expected some of "
                      f"{', '.join(exported.PLATFORMS)}.")
-  options = pipeline_lib.Options(
-      motion_sampler=_MOTION_SAMPLER.value, motion_steps=_MOTION_STEPS.value,
-      motion_guidance=_MOTION_GUIDANCE.value, video_sampler=_VIDEO_SAMPLER.value,
-      video_steps=_VIDEO_STEPS.value, video_eta=_VIDEO_ETA.value,
-      video_guidance=_VIDEO_GUIDANCE.value, video_overlap=_OVERLAP.value,
-      sr_sampler=_SR_SAMPLER.value, sr_steps=_SR_STEPS.value, sr_aug_level=_SR_AUG.value,
-      windows_per_chunk=_WINDOWS.value)
-  pipe = pipeline_lib.Pipeline.load(_MOTION.value, _VIDEO.value, tuple(_SR.value),
-                                    need_motion=not _NO_MOTION.value)
+  options = gen_flags.options(windows_per_chunk=_WINDOWS.value)
+  pipe = gen_flags.load_pipeline(need_motion=not _NO_MOTION.value)
   manifest = exported.export(pipe, options, _OUT.value, tuple(_PLATFORMS.value))
   print(f"wrote {len(manifest['artifacts'])} artifacts and their manifest to {_OUT.value}")
   return 0

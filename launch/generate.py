@@ -25,6 +25,7 @@ from vlogger_jax import contracts
 from vlogger_jax import fileio
 from vlogger_jax import speech as speech_lib
 from vlogger_jax import video_io
+from vlogger_jax.inference import flags as gen_flags
 from vlogger_jax.inference import pipeline as pipeline_lib
 from vlogger_jax.inference import progress as progress_lib
 from vlogger_jax.inference import reference as reference_lib
@@ -43,22 +44,6 @@ _RESOLUTION = flags.DEFINE_integer("resolution", None, "Output size (128, 256, 5
                                    "the last loaded stage's.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Samples, generated as one batch.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
-_MOTION = flags.DEFINE_string("motion", None, "Motion model: run directory or weights file.")
-_VIDEO = flags.DEFINE_string("video", None, "Base video model: run directory or weights file.")
-_SR = flags.DEFINE_list("sr", [], "Super-resolution stages after the base model, in order "
-                        "(run directories or weights files, comma-separated): 256², then 512².")
-_MOTION_SAMPLER = flags.DEFINE_string("motion_sampler", None, "ddpm | ddim | dpm")
-_MOTION_STEPS = flags.DEFINE_integer("motion_steps", None, "Motion sampler steps.")
-_MOTION_GUIDANCE = flags.DEFINE_float("motion_guidance", None, "Motion guidance weight.")
-_VIDEO_SAMPLER = flags.DEFINE_string("video_sampler", None, "ddpm | ddim | dpm")
-_VIDEO_STEPS = flags.DEFINE_integer("video_steps", None, "Video sampler steps.")
-_VIDEO_ETA = flags.DEFINE_float("video_eta", None, "DDIM noise (0 deterministic, 1 ancestral).")
-_VIDEO_GUIDANCE = flags.DEFINE_float("video_guidance", None, "Video guidance weight.")
-_OVERLAP = flags.DEFINE_integer("overlap", None, "Video window overlap in frames (every stage).")
-_SR_SAMPLER = flags.DEFINE_string("sr_sampler", None, "ddpm | ddim | dpm (super-resolution)")
-_SR_STEPS = flags.DEFINE_integer("sr_steps", None, "Super-resolution sampler steps.")
-_SR_AUG = flags.DEFINE_float("sr_aug_level", None, "Super-resolution noise-conditioning "
-                             "augmentation level in [0, 1].")
 _MAX_SECONDS = flags.DEFINE_float("max_seconds", 600.0, "Longest speech accepted, in seconds; "
                                   "an audio file is decoded only this far (and 1 s more).")
 _VOICE = flags.DEFINE_string("voice", "en-us", "espeak-ng voice for --text.")
@@ -132,19 +117,12 @@ def run() -> int:
   for flag in (_SAVE_PARAMS, _CONTROLS_VIDEO, _SAVE_REFERENCE):
     if flag.value:
       _check_writable(flag.value, f"--{flag.name}")
-  options = pipeline_lib.Options(
-      num_samples=_NUM_SAMPLES.value, seed=_SEED.value, resolution=_RESOLUTION.value,
-      motion_sampler=_MOTION_SAMPLER.value, motion_steps=_MOTION_STEPS.value,
-      motion_guidance=_MOTION_GUIDANCE.value, video_sampler=_VIDEO_SAMPLER.value,
-      video_steps=_VIDEO_STEPS.value, video_eta=_VIDEO_ETA.value,
-      video_guidance=_VIDEO_GUIDANCE.value, video_overlap=_OVERLAP.value,
-      sr_sampler=_SR_SAMPLER.value, sr_steps=_SR_STEPS.value, sr_aug_level=_SR_AUG.value,
-      max_seconds=_MAX_SECONDS.value)
+  options = gen_flags.options(num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
+                              resolution=_RESOLUTION.value, max_seconds=_MAX_SECONDS.value)
   bars = progress_lib.Bars()
   driving = _driving(_DRIVING.value) if _DRIVING.value else None
   wave = _speech(bars)  # before the weights load: bad or overlong speech fails at once
-  pipe = pipeline_lib.Pipeline.load(_MOTION.value, _VIDEO.value, tuple(_SR.value),
-                                    need_motion=driving is None)
+  pipe = gen_flags.load_pipeline(need_motion=driving is None)
   pipe.check(options)
   ref = reference_lib.parse(_IMAGE.value, _PARAMS.value, pipe.resolution)
   if driving is not None:
