@@ -141,3 +141,10 @@ def test_the_exported_generation_is_the_pipelines(run):
   np.testing.assert_array_equal(child["motion"], result.motion)
   assert child["frames"].shape == result.frames.shape == (2, FRAMES, 64, 64, 3)
   np.testing.assert_array_equal(child["frames"], result.frames)
+
+
+def test_an_unknown_platform_is_refused_before_anything_is_written(tmp_path):
+  # jax would lower for 'gpu', and the artifact would then refuse to run on a 'cuda' device.
+  with pytest.raises(exported.ExportError, match="NVIDIA GPU is 'cuda'"):
+    exported.export(None, OPTIONS, str(tmp_path / "out"), platforms=("gpu",))
+  assert not (tmp_path / "out").exists()

@@ -121,6 +121,11 @@ def export(pipe, options, folder: str, platforms=PLATFORMS, log=print) -> dict:
   """Writes the artifacts of a loaded Pipeline `pipe` with pipeline.Options `options` (sampler
   settings, windows_per_chunk, sr_aug_level) into `folder`; returns the manifest. Each artifact
   is lowered for those of `platforms` that this jax lowers it for (at least one)."""
+  unknown = [p for p in platforms if p not in PLATFORMS]
+  if unknown or not platforms:
+    # jax lowers for 'gpu' too, but such an artifact then refuses to run on a 'cuda' device.
+    raise ExportError(f"platform '{unknown[0] if unknown else ''}' is not one of "
+                      f"{', '.join(PLATFORMS)}; expected those names (an NVIDIA GPU is 'cuda').")
   pipe.check(options)
   os.makedirs(folder, exist_ok=True)
   k = int(options.windows_per_chunk)
