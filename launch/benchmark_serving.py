@@ -20,6 +20,7 @@ import base64
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -151,6 +152,10 @@ def main(argv):
     print(f"error: unexpected argument '{argv[1]}'; expected only --flags.", file=sys.stderr)
     return 2
   logging.set_verbosity(logging.WARNING)
+  # A stopped benchmark (timeout sends SIGTERM) takes its child processes with it: SystemExit
+  # unwinds subprocess.run, which kills its child, and _demo's finally, which stops the server.
+  # Orphans would go on holding the accelerator.
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
   if _PART.value:
     print("PART " + json.dumps(_part(_PART.value, _FOLDER.value)), flush=True)
     return 0
