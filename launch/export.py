@@ -11,9 +11,8 @@ them). Each artifact is lowered for those of --platforms that this jax can lower
 launch/generate_exported.py (or vlogger_jax.inference.exported.load) generates from the folder.
 """
 
-import sys
 
-from absl import flags, logging
+from absl import flags
 
 from vlogger_jax import cli
 from vlogger_jax import fileio
@@ -46,16 +45,8 @@ def run() -> int:
   return 0
 
 
-def main(argv):
-  if len(argv) > 1:
-    print(f"error: unexpected argument '{argv[1]}'; expected only --flags (see --help).",
-          file=sys.stderr)
-    return 2
-  logging.set_verbosity(logging.WARNING)
-  try:
-    return run()
-  except (InputError, ValueError, OSError) as e:   # ExportError and fileio's are ValueErrors
-    return cli.report(e)
+# ExportError and fileio's errors are ValueErrors.
+main = cli.entry(run, errors=(InputError, ValueError, OSError))
 
 
 if __name__ == "__main__":

@@ -14,9 +14,8 @@ interrupted run (Ctrl-C) leaves no partial file. docs/generation.md has the deta
 """
 
 import os
-import sys
 
-from absl import flags, logging
+from absl import flags
 import numpy as np
 
 from vlogger_jax import audio as audio_lib
@@ -179,19 +178,7 @@ def run() -> int:
   return 0
 
 
-def main(argv):
-  if len(argv) > 1:
-    print(f"error: unexpected argument '{argv[1]}'; expected only --flags (see --help).",
-          file=sys.stderr)
-    return 2
-  logging.set_verbosity(logging.WARNING)
-  try:
-    return run()
-  except (InputError, video_io.VideoError) as e:
-    return cli.report(e)
-  except KeyboardInterrupt:
-    print("interrupted: no video was written.", file=sys.stderr)
-    return 130
+main = cli.entry(run, errors=(InputError, video_io.VideoError), interrupted='no video was written.')
 
 
 if __name__ == "__main__":

@@ -13,9 +13,8 @@ vlogger_jax.models, vlogger_jax.nn nor flax: what it runs is in the artifacts.
 head_pose, body_keypoints, optionally body_visibility), not retargeted.
 """
 
-import sys
 
-from absl import flags, logging
+from absl import flags
 import numpy as np
 from PIL import Image
 
@@ -83,16 +82,8 @@ def run() -> int:
   return 0
 
 
-def main(argv):
-  if len(argv) > 1:
-    print(f"error: unexpected argument '{argv[1]}'; expected only --flags (see --help).",
-          file=sys.stderr)
-    return 2
-  logging.set_verbosity(logging.WARNING)
-  try:
-    return run()
-  except (ValueError, OSError, video_io.VideoError) as e:   # ExportError, AudioError, NpzError
-    return cli.report(e)
+# ExportError, AudioError and NpzError are ValueErrors.
+main = cli.entry(run, errors=(ValueError, OSError, video_io.VideoError))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
   sentence on stderr and exit 1, not absl's two lines or a traceback.
 * `report(error)` prints an error as one sentence, `error: ...`, on stderr; with the environment
   variable VLOGGER_TRACEBACK=1 its traceback comes first (for bug reports).
+* `entry(run, errors, interrupted)` is the usual `main`: no positional arguments, logging at
+  warnings, `errors` reported as one sentence, Ctrl-C as one line.
 
     def main(argv):
       try:
@@ -27,6 +29,7 @@ from typing import Callable
 
 from absl import app
 from absl import flags
+from absl import logging
 
 TRACEBACK_ENV = "VLOGGER_TRACEBACK"
 _HELP = re.compile(r"--?(help|helpshort|helpfull|helpxml|\?)(=(true|t|1|yes|y))?", re.IGNORECASE)
@@ -94,3 +97,26 @@ def run(main: Callable[[list[str]], int | None]) -> None:
   """app.run(main) with the conventions of the module doc; main's return value is the exit
   status."""
   app.run(main, flags_parser=parse_flags)
+
+
+def entry(run_fn: Callable[[], int | None], errors: tuple = (ValueError, OSError),
+          interrupted: str | None = None) -> Callable[[list[str]], int]:
+  """The `main(argv)` of a script whose work is `run_fn()`: no positional arguments (exit 2),
+  absl logging at warnings, the expected `errors` as one sentence (`report`), and Ctrl-C as
+  'interrupted: ' + `interrupted` with exit 130 (re-raised where `interrupted` is None)."""
+  def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+      print(f"error: unexpected argument '{argv[1]}'; expected only --flags (see --help).",
+            file=sys.stderr)
+      return 2
+    logging.set_verbosity(logging.WARNING)
+    try:
+      return run_fn()
+    except errors as e:
+      return report(e)
+    except KeyboardInterrupt:
+      if interrupted is None:
+        raise
+      print(f"interrupted: {interrupted}", file=sys.stderr)
+      return 130
+  return main
