@@ -200,36 +200,11 @@ class Demo:
     ref = self._reference(job, request)
     length = audio_lib.num_frames(wave.size)
     wave = wave[:audio_lib.num_samples_for_frames(length)]
-    size = self.pipe.output_resolution(options)
     names = [f"sample_{i}.mp4" for i in range(options.num_samples)] + ["controls.mp4"]
-    writers, pending = [], {}
-
-    def on_controls(controls, start):
-      del start
-      pending["controls"] = controls[0]
-
-    def on_frames(frames, start):
-      del start
-      for w, f in zip(writers, frames):
-        w.write(f)
-      writers[-1].write(np.concatenate([frames[0], pending.pop("controls")], axis=2))
-
-    try:
-      for name in names[:-1]:
-        writers.append(video_io.VideoWriter(os.path.join(job.folder, name), (size, size),
-                                            audio=wave))
-      writers.append(video_io.VideoWriter(os.path.join(job.folder, names[-1]),
-                                          (size, 2 * size), audio=wave))
-      result = self.pipe.generate(ref, wave, options, on_frames=on_frames,
-                                  on_controls=on_controls, progress=job.progress)
-      job.progress("encode", 0, 1)
-      for w in writers:
-        w.close()
-      job.progress("encode", 1, 1)
-    except BaseException:
-      for w in writers:
-        w.abort()
-      raise
+    folder = lambda name: os.path.join(job.folder, name)
+    result = self.pipe.write_videos(ref, wave, options, [folder(n) for n in names[:-1]],
+                                    audio=wave, controls_path=folder(names[-1]),
+                                    progress=job.progress)
     urls = [f"/files/{job.id}/{name}" for name in names]
     job.videos, job.controls = urls[:-1], urls[-1]
     job.seconds = {k: round(v, 2) for k, v in result.seconds.items()}

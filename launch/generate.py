@@ -133,36 +133,9 @@ def run() -> int:
     length = audio_lib.num_frames(wave.size)
     wave = wave[:audio_lib.num_samples_for_frames(length)]
   size = pipe.output_resolution(options)
-  writers, pending = [], {}
-
-  def on_controls(controls, start):
-    del start
-    pending["controls"] = controls[0]
-
-  def on_frames(frames, start):
-    del start
-    for w, f in zip(writers, frames):
-      w.write(f)
-    if _CONTROLS_VIDEO.value:
-      writers[-1].write(np.concatenate([frames[0], pending.pop("controls")], axis=2))
-
-  try:
-    for path in outs:
-      writers.append(video_io.VideoWriter(path, (size, size), audio=wave))
-    if _CONTROLS_VIDEO.value:
-      writers.append(video_io.VideoWriter(_CONTROLS_VIDEO.value, (size, 2 * size), audio=wave))
-    result = pipe.generate(ref, wave if driving is None else None, options, driving=driving,
-                           on_frames=on_frames,
-                           on_controls=on_controls if _CONTROLS_VIDEO.value else None,
-                           progress=bars)
-    bars.start("encode")
-    for w in writers:
-      w.close()
-    bars("encode", 1, 1)
-  except BaseException:
-    for w in writers:
-      w.abort()
-    raise
+  result = pipe.write_videos(ref, wave if driving is None else None, options, outs, audio=wave,
+                             controls_path=_CONTROLS_VIDEO.value, driving=driving,
+                             progress=bars)
   for i, path in enumerate(_per_sample(_SAVE_PARAMS.value, options.num_samples)):
     # One sample's parameters, per frame [T, ...]: what --driving_params reads back.
     fileio.save_npz(path, **{k: np.asarray(v)[i] for k, v in result.params.items()})

@@ -42,6 +42,7 @@ from vlogger_jax import contracts
 from vlogger_jax import diffusion
 from vlogger_jax import motion as motion_lib
 from vlogger_jax import render
+from vlogger_jax import video_io
 from vlogger_jax import windowed_sampler
 from vlogger_jax.inference import reference as reference_lib
 from vlogger_jax.inference.errors import InputError
@@ -476,3 +477,44 @@ class Pipeline:
     seconds["video"] = time.perf_counter() - t0
     params = dict(clip)
     return Result(frames=frames, audio=wave, params=params, motion=motion, seconds=seconds)
+
+  def write_videos(self, ref: reference_lib.Reference, speech, options: Options, paths, *,
+                   audio: np.ndarray, controls_path: str | None = None,
+                   driving: dict | None = None, progress: Progress | None = None) -> Result:
+    """`generate`, its frames streamed as they come into H.264/AAC mp4s: sample i into
+    `paths[i]` and, with `controls_path`, sample 0 beside its rendered controls, each with
+    `audio` [S] (16 kHz, the speech the frames cover) muxed in. Memory stays that of one chunk
+    of windows, and an error or Ctrl-C leaves none of the files (video_io.VideoWriter)."""
+    size = self.output_resolution(options)
+    writers, pending = [], {}
+
+    def on_controls(controls, start):
+      del start
+      pending["controls"] = controls[0]
+
+    def on_frames(frames, start):
+      del start
+      for w, f in zip(writers, frames):
+        w.write(f)
+      if controls_path:
+        writers[-1].write(np.concatenate([frames[0], pending.pop("controls")], axis=2))
+
+    try:
+      for path in paths:
+        writers.append(video_io.VideoWriter(path, (size, size), audio=audio))
+      if controls_path:
+        writers.append(video_io.VideoWriter(controls_path, (size, 2 * size), audio=audio))
+      result = self.generate(ref, speech, options, driving=driving, on_frames=on_frames,
+                             on_controls=on_controls if controls_path else None,
+                             progress=progress)
+      if progress is not None:
+        progress("encode", 0, 1)
+      for w in writers:
+        w.close()
+      if progress is not None:
+        progress("encode", 1, 1)
+    except BaseException:
+      for w in writers:
+        w.abort()
+      raise
+    return result
