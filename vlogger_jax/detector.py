@@ -198,3 +198,34 @@ def crop_keypoints(keypoints, visibility, box) -> tuple[np.ndarray, np.ndarray]:
   vis = np.nan_to_num(np.asarray(visibility, np.float32))
   ok = np.all(np.isfinite(kp), axis=-1) & np.all((kp >= 0) & (kp <= 1), axis=-1)
   return np.where(ok[..., None], kp, 0.0).astype(np.float32), np.where(ok, vis, 0.0)
+
+
+# Framing: the person's upper body in a square, the face about a third of its side, the eyes a
+# little above the middle (the synthetic clips' framing range, docs/synthetic.md).
+FACE_FRACTION = 1.0 / 3.0
+FACE_CENTRE_Y = 0.38
+
+
+def face_box(det: Detections) -> np.ndarray:
+  """[T, 4] pixel boxes (x0, y0, x1, y1) of the face mesh, NaN where no face was found."""
+  h, w = det.size
+  pts = det.face_mesh[..., :2] * np.array([w, h], np.float32)
+  with np.errstate(invalid="ignore"):
+    return np.concatenate([pts.min(1), pts.max(1)], -1)
+
+
+def framing(det: Detections) -> tuple[int, int, int]:
+  """The square crop (x0, y0, side) in pixels that frames the person for all frames with a face:
+  face size and centre are medians over the frames, the square stays inside the frame (the face
+  takes a larger share when the frame is too small)."""
+  h, w = det.size
+  boxes = face_box(det)[det.face_found]
+  if boxes.size == 0:
+    raise ValueError("no frame shows a face, so there is nothing to frame.")
+  size = np.median(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))
+  cx = np.median((boxes[:, 0] + boxes[:, 2]) / 2)
+  cy = np.median((boxes[:, 1] + boxes[:, 3]) / 2)
+  side = int(min(round(size / FACE_FRACTION), h, w))
+  x0 = int(np.clip(round(cx - side / 2), 0, w - side))
+  y0 = int(np.clip(round(cy - FACE_CENTRE_Y * side), 0, h - side))
+  return x0, y0, side
