@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -133,8 +134,11 @@ def detect(frames, video: bool = False, count_every: int = 1,
     command = [python, WORKER, src, dst, "--count_every", str(int(count_every))]
     if video:
       command.append("--video")
-    proc = subprocess.run(command, capture_output=True, text=True, check=False,
-                          stdin=subprocess.DEVNULL)
+    with warnings.catch_warnings():
+      # JAX warns about any fork in its process; this one execs the worker at once.
+      warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+      proc = subprocess.run(command, capture_output=True, text=True, check=False,
+                            stdin=subprocess.DEVNULL)
     if proc.returncode != 0 or not os.path.exists(dst):
       reason = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
       raise DetectorError(f"the landmark detector failed on {frames.shape[0]} frame(s) "
