@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 
+from vlogger_jax import audio as audio_lib
 from vlogger_jax import detector
 from vlogger_jax import geometry
 from vlogger_jax import video_io
@@ -50,10 +51,15 @@ def videos(tmp_path_factory):
   return paths, clip
 
 
-def test_videos_become_valid_fitted_clips_and_bad_ones_are_counted(videos, tmp_path):
-  paths, truth = videos
-  out = str(tmp_path / "clips")
-  rep = real_videos.prepare(sorted(paths.values()), out, SETTINGS, fit_batch=2)
+@pytest.fixture(scope="module")
+def prepared(videos, tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("prepared") / "clips")
+  return out, real_videos.prepare(sorted(videos[0].values()), out, SETTINGS, fit_batch=2)
+
+
+def test_videos_become_valid_fitted_clips_and_bad_ones_are_counted(videos, prepared):
+  truth = videos[1]
+  out, rep = prepared
   with open(os.path.join(out, "report.json")) as f:
     assert json.load(f) == json.loads(json.dumps(rep))
   assert rep["clips_written"] == 2 and rep["videos"] == 5, rep
@@ -87,3 +93,15 @@ def test_the_beam_pipeline_on_the_direct_runner_writes_the_same(videos, tmp_path
   assert rep["clips_written"] == 2 and rep["skipped_by_reason"]["unreadable"] == 1, rep
   for path in sorted(glob.glob(os.path.join(out, "train", "*.npz"))):
     schema.validate_clip(records.load_npz_clip(path), path)
+
+
+@pytest.mark.slow   # the video model on a CPU: about 2 minutes
+def test_a_prepared_clip_drives_generation_with_its_own_audio(prepared, tmp_path, python_runner):
+  clip = os.path.join(prepared[0], "train", "person-0000.npz")
+  out = str(tmp_path / "reenact.mp4")
+  proc = python_runner(["launch/generate.py", "--image=synthetic:0", f"--driving_params={clip}",
+                        f"--out={out}"])
+  assert f"{CLIP} frames" in proc.stdout and "with audio" in proc.stdout, proc.stdout
+  frames, _ = video_io.read_video(out)
+  assert frames.shape[0] == CLIP
+  audio_lib.load_audio(out)    # the clip's speech, not silence (load_audio refuses silence)
