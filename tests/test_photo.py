@@ -105,3 +105,16 @@ def test_photos_that_cannot_be_fitted_are_refused_in_one_sentence(astronaut, tmp
     assert all(w in message for w in words), (name, message)
     assert message.count(". ") == 0 and message.endswith("."), message
   assert sorted(os.listdir(tmp_path)) == ["no_face.png", "tiny.png", "two_faces.png"]
+
+
+def test_fit_image_refuses_a_photo_without_a_face_in_one_sentence_and_writes_nothing(
+    tmp_path, python_runner):
+  photo = _save(tmp_path, "coffee.png", skimage_data.coffee())
+  out = tmp_path / "out"
+  out.mkdir()
+  proc = python_runner(["launch/fit_image.py", photo, f"--out={out / 'ref.npz'}"], check=False)
+  assert proc.returncode == 1, proc.stderr
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert lines == [f"error: image file '{photo}' shows no face that the landmark detector "
+                   "finds; expected a photo of one person with the face visible."], proc.stderr
+  assert not os.listdir(out)

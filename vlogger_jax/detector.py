@@ -162,8 +162,9 @@ def landmark_table(names) -> list[tuple[int, ...]]:
   """The face-mesh indices of each head landmark name (MESH_FOR_LANDMARK); ValueError if unknown."""
   missing = [n for n in names if n not in MESH_FOR_LANDMARK]
   if missing or not names:
-    raise ValueError(f"the head asset's landmarks {missing[:3] or '(none)'} have no face-mesh "
-                     "counterpart; expected the procedural asset's 68 iBUG points and irises "
+    which = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "") if missing else "none"
+    raise ValueError(f"the head asset's landmarks ({which}) have no face-mesh counterpart; "
+                     "expected the procedural asset's 68 iBUG points and irises "
                      "(detector.MESH_FOR_LANDMARK).")
   return [MESH_FOR_LANDMARK[n] for n in names]
 

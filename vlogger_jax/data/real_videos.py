@@ -250,7 +250,7 @@ def beam_pipeline(videos: list[str], out_dir: str, settings: Settings | None = N
     runner = fn_api_runner.FnApiRunner()
   with beam.Pipeline(runner=runner, options=pipeline_options) as p:
     items = (p | "videos" >> beam.Create(videos)
-             | "detect" >> beam.FlatMap(lambda v: list(candidates(v, settings)))
+             | "detect" >> beam.FlatMap(lambda v: candidates(v, settings))
              | "split" >> beam.FlatMap(split).with_outputs("skipped", main="clips"))
     written = (items.clips
                | "batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=fit_batch)

@@ -68,7 +68,10 @@ def fit_photo(image: np.ndarray, name: str = "the photo", head_model=None,
     crop = crop.resize((size, size), Image.Resampling.BOX if side > size
                        else Image.Resampling.BICUBIC)
   model = head_model if head_model is not None else head_lib.load_default()
-  lms, conf = detector.face_landmarks(det, model.landmark_names)
+  try:
+    lms, conf = detector.face_landmarks(det, model.landmark_names)
+  except ValueError as e:  # a head asset whose landmarks have no face-mesh table (FLAME's)
+    raise InputError(str(e)) from None
   lms = (lms[0] - np.array([x0, y0], np.float32)) * (size / side)
   fit = fitting.fit(model, lms[None, None], conf[None], size, size, config)
   box_n = (x0 / w, y0 / h, (x0 + side) / w, (y0 + side) / h)
