@@ -40,9 +40,11 @@ def main(argv) -> int:
   os.makedirs(os.path.dirname(venv), exist_ok=True)
   try:
     subprocess.run([args.python, "-m", "venv", venv], check=True)
+    # Without PYTHONPATH, which may point into the main environment (numpy 2, this package).
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     subprocess.run([detector.venv_python(venv), "-m", "pip", "install", "-q",
                     "--disable-pip-version-check", f"mediapipe=={detector.MEDIAPIPE_VERSION}",
-                    *pip_args], check=True)
+                    *pip_args], check=True, env=env)
   except KeyboardInterrupt:
     shutil.rmtree(venv, ignore_errors=True)
     raise

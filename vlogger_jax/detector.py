@@ -105,7 +105,7 @@ def check(venv: str | None = None) -> str:
   if not os.path.exists(python):
     raise DetectorError(f"the landmark detector's environment {venv or default_venv()} does not "
                         f"exist; expected it to be made once by `{INSTALL_COMMAND}`.")
-  proc = subprocess.run([python, WORKER, "--check"], capture_output=True, text=True,
+  proc = subprocess.run([python, "-I", WORKER, "--check"], capture_output=True, text=True,
                         check=False, stdin=subprocess.DEVNULL)
   if proc.returncode != 0:
     reason = (proc.stderr.strip().splitlines() or ["no message"])[-1]
@@ -131,7 +131,8 @@ def detect(frames, video: bool = False, count_every: int = 1,
   with tempfile.TemporaryDirectory(prefix="vlogger-detect-") as tmp:
     src, dst = os.path.join(tmp, "frames.npy"), os.path.join(tmp, "landmarks.npz")
     np.save(src, frames)
-    command = [python, WORKER, src, dst, "--count_every", str(int(count_every))]
+    # -I: the main environment's PYTHONPATH (numpy 2, ...) must not leak into the detector's.
+    command = [python, "-I", WORKER, src, dst, "--count_every", str(int(count_every))]
     if video:
       command.append("--video")
     with warnings.catch_warnings():

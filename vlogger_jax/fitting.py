@@ -11,7 +11,9 @@ head pose [9]. The objective of one clip (docs/real_data.md), with the paper's w
 y_tl are detected landmarks (the head asset's 68 iBUG points and irises) in pixels of an H x W
 image, measured in canonical pixels (the image's longer side scaled to 256) so that the weights
 mean the same at any resolution; c_tl is the detector's confidence times a per-landmark weight
-(the jaw contour, which a detector places on the silhouette, counts half); a missing landmark has
+(the jaw contour, which a detector places on the silhouette, counts half, and less as the head
+turns away: times cos² of the rigid fit's angle to the camera axis, since at large yaw the
+detector's and the head asset's contour points part); a missing landmark has
 c = 0 and a frame without a face only the temporal and prior terms. ρ is the pseudo-Huber
 function 2δ²(√(1 + r²/δ²) - 1) (≈ r² below δ, linear above), robust to a wrong landmark.
 
@@ -225,21 +227,30 @@ def _results_batch(model, v, obs, conf, cfg, height, width):
     pose, fov = _head_pose(v, height, width)
     pix = project_landmarks(model, v["shape"], v["expression"], pose, fov, height, width)
     err = jnp.linalg.norm(pix - obs, axis=-1)
-    seen = conf > 0
-    frame_err = jnp.sum(err * seen, -1) / jnp.maximum(jnp.sum(seen, -1), 1)
+    # Weighted as in the fit, so a turned head's down-weighted contour counts as little here.
+    seen = conf
+    frame_err = jnp.sum(err * seen, -1) / jnp.maximum(jnp.sum(seen, -1), 1e-6)
     energy = _energy(v, model, obs, conf, jnp.float32(cfg.fov_init), cfg, height, width)
     return {"shape": v["shape"], "fov": fov, "expression": v["expression"], "head_pose": pose,
             "landmarks": pix, "frame_error_px": frame_err,
-            "error_px": jnp.sum(err * seen) / jnp.maximum(jnp.sum(seen), 1), "energy": energy}
+            "error_px": jnp.sum(err * seen) / jnp.maximum(jnp.sum(seen), 1e-6), "energy": energy}
   return jax.vmap(one)(v, obs, conf)
+
+
+@jax.jit
+def _turned_contour(conf, rotation, is_contour):
+  """conf [B, T, L] with the jaw contour's weight times cos²(angle between the face's direction
+  and the camera axis), from the rigid fit's rotation [B, T, 3]."""
+  facing = jnp.clip(geometry.axis_angle_to_matrix(rotation)[..., 2, 2], 0.0, 1.0) ** 2
+  return conf * jnp.where(is_contour, facing[..., None], 1.0)
 
 
 def fit(model: head_lib.HeadModel, landmarks, confidence, height: int, width: int,
         config: FitConfig | None = None) -> dict:
   """Landmarks [B, T, L, 2] (pixels of H x W frames) and confidence [B, T, L] -> per clip
   shape [B, 64], fov [B], expression [B, T, 64], head_pose [B, T, 9], the fitted landmarks
-  [B, T, L, 2], the reprojection error in pixels over confident landmarks (frame_error_px
-  [B, T], error_px [B]) and the final energy [B], as numpy arrays.
+  [B, T, L, 2], the reprojection error in pixels, weighted as the fit weighs the landmarks
+  (frame_error_px [B, T], error_px [B]), and the final energy [B], as numpy arrays.
 
   `model` is the full head model (reduced here with landmark_model); the landmark order is the
   model's. One photo is B = T = 1.
@@ -261,5 +272,7 @@ def fit(model: head_lib.HeadModel, landmarks, confidence, height: int, width: in
   rigid = {k: jnp.asarray(k in RIGID) for k in v}
   everything = {k: jnp.asarray(True) for k in v}
   v = _solve_batch(small, v, rigid, obs, conf, jnp.int32(cfg.rigid_steps), cfg, h, w)
+  conf = _turned_contour(conf, v["rotation"], jnp.asarray(
+      [n.startswith("contour") for n in model.landmark_names] or [False] * obs.shape[2]))
   v = _solve_batch(small, v, everything, obs, conf, jnp.int32(cfg.steps), cfg, h, w)
   return {k: np.asarray(x) for k, x in _results_batch(small, v, obs, conf, cfg, h, w).items()}
