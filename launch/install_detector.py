@@ -23,8 +23,8 @@ from vlogger_jax import detector
 
 def main(argv) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--venv", default=None, help="where to make it (default: %(default)s → "
-                      f"{detector.default_venv()})")
+  parser.add_argument("--venv", default=None,
+                      help=f"where to make it (default: {detector.default_venv()})")
   parser.add_argument("--python", default=sys.executable, help="the Python of the new venv")
   pip_args = argv[argv.index("--") + 1:] if "--" in argv else []
   args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -36,7 +36,11 @@ def main(argv) -> int:
   except detector.DetectorError:
     pass
   if os.path.exists(venv):
-    shutil.rmtree(venv)  # a broken or half-made one: start again
+    if os.listdir(venv) and not os.path.exists(os.path.join(venv, "pyvenv.cfg")):
+      print(f"error: --venv {venv} exists and is not a virtual environment; expected a new "
+            "folder or a detector environment to repair.", file=sys.stderr)
+      return 1
+    shutil.rmtree(venv)  # a broken or half-made environment: start again
   os.makedirs(os.path.dirname(venv), exist_ok=True)
   try:
     subprocess.run([args.python, "-m", "venv", venv], check=True)
