@@ -4,6 +4,7 @@ r"""Image + speech -> an mp4 of that person talking (paper Fig. 2).
       --out=hello.mp4
   python launch/generate.py --image=ref.npz --audio=speech.wav --out=talk.mp4 --num_samples=2
   python launch/generate.py --image=synthetic:3 --driving_params=clip_params.npz --out=reenact.mp4
+  python launch/generate.py --image=photo.png --driving_params=clips/train/talk-0000.npz --out=r.mp4
 
 --image: 'synthetic:N' (held-out synthetic identity N), a reference file (.npz with the image and
 its parameters, e.g. from --save_reference), or an image file with --params. Speech: --audio (any
@@ -36,7 +37,9 @@ _PARAMS = flags.DEFINE_string("params", None, "Parameters file (.npz) fitted on 
 _AUDIO = flags.DEFINE_string("audio", None, "Speech: an audio file.")
 _TEXT = flags.DEFINE_string("text", None, "Speech: text to synthesize.")
 _DRIVING = flags.DEFINE_string("driving_params", None, "Reenactment: per-frame parameters (.npz "
-                               "with expression, head_pose, body_keypoints) instead of speech.")
+                               "with expression, head_pose, body_keypoints; e.g. --save_params "
+                               "or a clip of launch/prepare_videos.py, whose audio is kept) "
+                               "instead of speech.")
 _OUT = flags.DEFINE_string("out", None, "Output video (.mp4); with --num_samples N > 1, "
                            "<stem>_<i>.mp4 for each sample.")
 _RESOLUTION = flags.DEFINE_integer("resolution", None, "Output size (128, 256, 512); default: "
@@ -84,6 +87,16 @@ def _driving(path: str) -> dict:
                                 "(e.g. written by --save_params)")
 
 
+def _driving_audio(samples) -> np.ndarray:
+  try:
+    return audio_lib.load_audio(np.asarray(samples), sample_rate=contracts.SAMPLE_RATE,
+                                allow_silent=True)
+  except ValueError as e:
+    raise InputError(f"--driving_params '{_DRIVING.value}' holds audio that cannot be used "
+                     f"({e}); expected 16 kHz mono samples, as launch/prepare_videos.py writes.") \
+        from None
+
+
 def _speech(bars) -> np.ndarray | None:
   given = [f for f in (_AUDIO, _TEXT) if f.value is not None]
   if len(given) > 1:
@@ -127,6 +140,9 @@ def run() -> int:
   if driving is not None:
     length = pipe.retarget(ref, driving, 1)["expression"].shape[1]
     need = audio_lib.num_samples_for_frames(length)
+    if wave is None and "audio" in driving:
+      # A prepared clip (launch/prepare_videos.py) carries its own speech: the video keeps it.
+      wave = _driving_audio(driving["audio"])
     wave = (np.zeros(need, np.float32) if wave is None else
             np.pad(wave[:need], (0, max(0, need - wave.size))))
   else:

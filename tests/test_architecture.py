@@ -10,9 +10,9 @@ from conftest import REPO
 LAYERS = {
     "foundations": {"contracts", "cli", "fileio", "mesh", "flops", "profiling", "timing",
                     "checkpoint", "geometry", "diffusion", "windowed_sampler", "audio", "speech",
-                    "espeak_worker", "body", "video_io"},
+                    "espeak_worker", "body", "video_io", "detector", "detector_worker"},
     "representations": {"head_procedural", "head", "head_flame", "motion", "render",
-                        "motion_eval", "video_eval"},
+                        "motion_eval", "video_eval", "fitting"},
     "nn": {"nn"},
     "models": {"models"},
     "data": {"data"},

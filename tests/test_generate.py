@@ -150,7 +150,7 @@ def _error_cases(inputs, tmp):
       "unreadable_image": (a(out("unreadable_image"), image=inputs.noise_png),
                            ["cannot be read as an image"]),
       "image_without_params": (a(out("image_without_params"), image=inputs.photo),
-                               ["has no parameters", "fitting", "--params"]),
+                               ["photo.png", "32x32 pixels", "at least 64 pixels"]),
       "missing_audio": (a(out("missing_audio"), f"--audio={tmp / 'none.wav'}", speech=False),
                         ["none.wav", "does not exist"]),
       "not_audio": (a(out("not_audio"), f"--audio={inputs.not_audio}", speech=False),

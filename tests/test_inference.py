@@ -250,7 +250,7 @@ def test_bad_images_give_input_errors(tmp_path):
   (tmp_path / "noise.png").write_bytes(np.random.default_rng(0).bytes(500))
   with pytest.raises(InputError, match="cannot be read as an image"):
     reference.read_image(str(tmp_path / "noise.png"))
-  with pytest.raises(InputError, match="fitting the head and body model"):
+  with pytest.raises(InputError, match="8x8 pixels; expected a photo at least 64 pixels"):
     reference.load(_save(tmp_path, "photo.png", Image.new("RGB", (8, 8))))
   with pytest.raises(InputError, match="synthetic:N"):
     reference.parse("synthetic:x")

@@ -11,6 +11,7 @@ them later on a machine that has one.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -220,6 +221,36 @@ def read_video(path) -> tuple[np.ndarray, float]:
   if not frames:
     raise VideoError(f"read_video: {path!r} holds no video frames; expected at least one.")
   return np.stack(frames), float(meta["fps"])
+
+
+def iter_video(path, fps: float = 24, max_side: int = 1024, chunk: int = 240):
+  """Decodes a video resampled to `fps` (ffmpeg's fps filter: frames repeated or dropped) and
+  scaled down so its longer side is at most `max_side`, in chunks of `chunk` frames: yields RGB
+  uint8 [<= chunk, H, W, 3], so a long video is never held whole. VideoError if undecodable."""
+  path = os.fspath(path)
+  if not os.path.isfile(path) or os.path.getsize(path) == 0:
+    raise VideoError(f"video file {path!r} is not an existing non-empty file; expected a video "
+                     "that ffmpeg can decode.")
+  import imageio_ffmpeg  # pylint: disable=g-import-not-at-top  (as read_video)
+  # It warns that the scaled size differs from the source's, which is what was asked for.
+  logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)
+  scale = (f"scale='if(gte(iw,ih),min({max_side},iw),-2)':'if(gte(iw,ih),-2,min({max_side},ih))'"
+           ":flags=area")
+  try:
+    reader = imageio_ffmpeg.read_frames(path, output_params=["-vf", f"fps={fps:g},{scale}"])
+    meta = next(reader)
+    w, h = meta["size"]
+    frames = []
+    for buf in reader:
+      frames.append(np.frombuffer(buf, np.uint8).reshape(h, w, 3))
+      if len(frames) == chunk:
+        yield np.stack(frames)
+        frames = []
+  except (RuntimeError, OSError, StopIteration, KeyError) as e:
+    raise VideoError(f"video file {path!r} could not be decoded ({str(e).splitlines()[0]}); "
+                     "expected a video that ffmpeg can decode.") from None
+  if frames:
+    yield np.stack(frames)
 
 
 def save_frames(path, frames, fps: float = 24) -> str:

@@ -8,8 +8,8 @@ motion the video is generated as a residual of). Three ways to get one:
   data.builders.TEST_SEED_OFFSET, never used for training); its parameters are known exactly.
 - `load(path)`: a reference file (.npz: `image` uint8 [H, H, 3] plus the parameter fields, as
   `Reference.save` writes), or an image file with a parameters file beside it (`params=`).
-- `from_photo(path)`: a photo alone. Fitting the head and body model to a photo is the seam where
-  landmark detection and fitting plug in (launch/fit_image.py); until they exist it says so.
+- `from_photo(path)`: a photo alone: landmark detection and fitting (inference/photo.py, the same
+  path as launch/fit_image.py) frame the person in a square and fit the head and body to it.
 
 Images are read with Pillow; grayscale, palette, RGBA (composited on white) and 16-bit images
 are converted to 8-bit RGB, EXIF rotations applied, and images are resized (area filter) to the
@@ -29,6 +29,7 @@ from vlogger_jax import contracts
 from vlogger_jax import fileio
 from vlogger_jax.data import builders
 from vlogger_jax.data import synthetic as synthetic_lib
+from vlogger_jax.inference import photo as photo_lib
 from vlogger_jax.inference.errors import InputError
 
 # Fields of a reference file besides the image: name -> shape.
@@ -186,13 +187,11 @@ def load(path: str, params: str | None = None) -> Reference:
 
 
 def from_photo(path: str, image: np.ndarray | None = None) -> Reference:
-  """A reference from a photo alone: landmark detection and fitting of the head and body model
-  (the seam for launch/fit_image.py). This version has no fitting yet."""
-  del image
-  raise InputError(f"image file '{path}' has no parameters, and fitting the head and body "
-                   "model to a photo is not part of this version yet; expected a reference "
-                   "file (.npz, e.g. from `launch/generate.py --save_reference`), an image "
-                   "with --params, or a synthetic identity (--image=synthetic:N).")
+  """A reference from a photo alone: the person framed in a square, the head and body model
+  fitted to its landmarks (inference/photo.py, as launch/fit_image.py does)."""
+  image = read_image(path) if image is None else image
+  result = photo_lib.fit_photo(image, name=f"image file '{path}'")
+  return Reference(image=result.image, name=os.path.basename(path), **result.params)
 
 
 def parse(spec: str, params: str | None = None, resolution: int = 128) -> Reference:
