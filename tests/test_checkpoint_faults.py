@@ -7,7 +7,6 @@ run launch/train.py where the point is the command line (one sentence, the exit 
 signals and real damaged files; a full disk is an injected ENOSPC in Orbax's background save.
 """
 
-import errno
 import json
 import os
 import shutil

@@ -16,7 +16,6 @@ import logging
 import os
 import pickle
 import shutil
-import sys
 import wave
 
 import numpy as np
