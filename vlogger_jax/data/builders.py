@@ -43,9 +43,12 @@ from vlogger_jax.data import schema
 from vlogger_jax.data import statistics
 from vlogger_jax.data import synthetic
 
-VERSION = "1.0.0"
+# The minor version names the synthetic generator: 1.1 speaks espeak-ng sentences (issue 18), so
+# a cached 1.0 synthetic dataset (syllable speech) is not reused; folder datasets of 1.x still read.
+VERSION = "1.1.0"
 DAMAGED = ".damaged"           # <dataset>/<config>/.damaged/<version>-<time>: unreadable builds
-TEST_SEED_OFFSET = 1_000_000  # Test seeds never meet train seeds, so identities are held out.
+# Test seeds never meet train seeds: held-out identities, and held-out sentences and voices.
+TEST_SEED_OFFSET = synthetic.HELD_OUT_SEEDS
 DATASETS = {"synthetic": "synthetic_talking_humans", "folder": "talking_clips_folder"}
 SOURCE_FILE = "source.json"  # beside a folder dataset's records: the clip folder it came from
 BUILD_COMMAND = "python launch/build_dataset.py"
