@@ -7,6 +7,7 @@ from vlogger_jax import head as head_lib
 from vlogger_jax import motion_eval
 from vlogger_jax import speech as speech_lib
 from vlogger_jax.data import acoustics
+from vlogger_jax.data import pipelines
 from vlogger_jax.data import sentences
 from vlogger_jax.data import synthetic
 from vlogger_jax.data import visemes
@@ -175,3 +176,20 @@ def test_bilabial_intervals_are_recomputed_from_the_seed(talks, plans):
     synthetic.bilabial_intervals(plans[2].clip_id, FRAMES, plan.audio)
   assert np.isnan(motion_eval.bilabial_closure(np.zeros(FRAMES), [(99.0, 99.1)]))
   assert motion_eval.bilabial_closure(np.full(FRAMES, 5.0), [(1.0, 1.1)]) == 0.0
+
+
+def test_the_tiny_dataset_is_built_on_this_speech(synthetic_tiny):
+  # The TFDS builder's test records are the held-out seeds' clips: the same audio as clip_speech
+  # recomputes (what launch/eval_motion.py relies on), spoken by held-out voices.
+  _, path = synthetic_tiny
+  records = pipelines.open_records(path, "test")
+  assert len(records)
+  for i in range(len(records)):
+    rec = records[i]
+    clip_id = rec["id"].decode() if isinstance(rec["id"], bytes) else rec["id"]
+    seed = int(clip_id.rsplit("-", 1)[1])
+    assert seed >= synthetic.HELD_OUT_SEEDS
+    frames = len(rec["expression"])
+    assert synthetic.bilabial_intervals(rec["id"], frames, rec["audio"]) is not None
+    voice = synthetic.clip_speech(seed, frames).voice.name.split("+")
+    assert voice[0] in sentences.all_voices(held_out=True)[0]
