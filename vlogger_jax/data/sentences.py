@@ -16,6 +16,7 @@ are drawn from the same ranges in both.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 
@@ -120,7 +121,7 @@ def sentence(rng: np.random.Generator, held_out: bool = False) -> str:
     kind, _, rest = tail.partition("}")
     words = _words(kind, held_out)
     out += [head, words[rng.integers(len(words))]]
-  text = "".join(out + [rest])
+  text = re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", "".join(out + [rest]))
   return text[0].upper() + text[1:]
 
 
