@@ -3,15 +3,17 @@
 `augment(rng, wave)` passes clean 16 kHz speech through a random chain, every draw from `rng`:
 
 1. reverberation (60 %): convolution with an exponentially decaying noise impulse response
-   (RT60 0.15-0.8 s, 3-20 ms pre-delay, direct-to-reverberant ratio 0-12 dB);
+   (RT60 0.15-0.7 s, 3-20 ms pre-delay, direct-to-reverberant ratio 3-15 dB);
 2. band-limiting (55 %): a telephone band (300-3400 Hz), a low-pass at 3.5-7 kHz or a high-pass
    at 80-250 Hz (4th-order Butterworth);
 3. level changes: a slow gain drift of up to +-6 dB (the talker moving, an automatic gain);
 4. background noise (85 %): white, pink, brown, 50/60 Hz hum with harmonics or babble-like
-   modulated pink noise, at an SNR of 5-35 dB against the speech;
+   modulated pink noise, at an SNR of 10-40 dB against the speech;
 5. the final level: peak at -20 to -1 dBFS.
 
-The mouth never depends on these: they only make the audio a model hears more varied.
+The mouth never depends on these: they only make the audio a model hears more varied. The ranges
+are those of ordinary recordings (a room, a phone, a street), not of speech buried in noise: the
+model must still hear a 60 ms /b/ through them, through a 250 ms mel window.
 """
 
 from __future__ import annotations
@@ -59,13 +61,13 @@ def _noise(rng, n: int, kind: str) -> np.ndarray:
 
 
 def _reverb(rng, wave: np.ndarray) -> np.ndarray:
-  rt60 = rng.uniform(0.15, 0.8)
+  rt60 = rng.uniform(0.15, 0.7)
   length = int(min(rt60, 0.6) * SR)
   t = np.arange(length) / SR
   ir = rng.normal(size=length) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
   ir = signal.sosfilt(signal.butter(1, rng.uniform(3000, 7000), fs=SR, output="sos"), ir)
   ir /= np.sqrt(np.sum(ir ** 2)) + 1e-12
-  drr = 10 ** (rng.uniform(0.0, 12.0) / 20)
+  drr = 10 ** (rng.uniform(3.0, 15.0) / 20)
   delay = int(rng.uniform(0.003, 0.02) * SR)
   wet = signal.oaconvolve(wave, ir)[: wave.size]
   wet = np.concatenate([np.zeros(delay), wet])[: wave.size]
@@ -103,7 +105,7 @@ def augment(rng: np.random.Generator, wave: np.ndarray) -> tuple[np.ndarray, dic
   speech_rms = np.sqrt(np.mean(x[np.abs(x) > 1e-4] ** 2)) if np.any(np.abs(x) > 1e-4) else 0.0
   if rng.uniform() < 0.85:
     kind = NOISES[rng.integers(len(NOISES))]
-    snr = rng.uniform(5.0, 35.0)
+    snr = rng.uniform(10.0, 40.0)
     x = x + _noise(rng, n, kind) * speech_rms * 10 ** (-snr / 20)
     info.update(noise=kind, snr_db=float(snr))
   x = x + 1e-4 * rng.normal(size=n)  # a faint floor: no digital silence
