@@ -68,7 +68,8 @@ def test_bilabials_close_open_vowels_open_silence_closes(plans, talks, model):
     assert len(bilabials) >= 3
     assert motion_eval.bilabial_closure(opening, bilabials) == 1.0
     frame = lambda t: min(int(t * synthetic.FPS), FRAMES - 1)
-    opens += [opening[frame(0.5 * (a + b))] for lab, a, b in phonemes
+    # The widest frame of each stressed open vowel (its middle may already close for a /p b m/).
+    opens += [opening[frame(a):frame(b) + 1].max() for lab, a, b in phonemes
               if visemes.split_label(lab) == ("'", visemes.split_label(lab)[1])
               and visemes.split_label(lab)[1] in OPEN_VOWELS and b - a >= 0.08]
     pauses = [(a, b) for lab, a, b in [("_", -1.0, phonemes[0][1])] + phonemes
@@ -78,7 +79,7 @@ def test_bilabials_close_open_vowels_open_silence_closes(plans, talks, model):
       assert opening[frame(max(a, 0.0) + 0.5 * (b - max(a, 0.0)))] < motion_eval.LIPS_CLOSED_MM
     # A human range of speech: the widest opening is 10-25 mm.
     assert 10.0 < opening.max() < 25.0
-  assert len(opens) >= 3 and min(opens) > 7.0, opens  # stressed open vowels open the jaw >= 7 mm
+  assert len(opens) >= 3 and min(opens) > 8.0, opens  # stressed open vowels open the jaw >= 8 mm
 
 
 def _onsets(phonemes):
@@ -127,7 +128,7 @@ def test_speech_is_deterministic_and_held_out_clips_are_unheard(talks):
   assert talks[0].text != talks[1].text
   train_accents, train_variants = sentences.all_voices(held_out=False)
   test_accents, test_variants = sentences.all_voices(held_out=True)
-  assert not set(train_accents) & set(test_accents) and not set(train_variants) & set(test_variants)
+  assert train_accents == test_accents and not set(train_variants) & set(test_variants)
   rng = np.random.default_rng(0)
   train = {sentences.sentence(rng) for _ in range(3000)}
   test = {sentences.sentence(rng, held_out=True) for _ in range(300)}
@@ -142,8 +143,7 @@ def test_speech_is_deterministic_and_held_out_clips_are_unheard(talks):
 
 def test_the_viseme_table_knows_every_english_phoneme():
   rng = np.random.default_rng(3)
-  accents = sentences.all_voices(False)[0] + sentences.all_voices(True)[0]
-  for i, accent in enumerate(accents):
+  for i, accent in enumerate(sentences.all_voices(False)[0]):
     text = " ".join(sentences.sentence(rng, held_out=bool(i % 2)) for _ in range(3))
     out = speech_lib.synthesize(text, voice=accent, rate=170)
     unknown = sorted({lab for lab, _, _ in out.phonemes if not visemes.known(lab)})
@@ -202,4 +202,4 @@ def test_the_tiny_dataset_is_built_on_this_speech(synthetic_tiny):
     frames = len(rec["expression"])
     assert synthetic.bilabial_intervals(rec["id"], frames, rec["audio"]) is not None
     voice = synthetic.clip_speech(seed, frames).voice.name.split("+")
-    assert voice[0] in sentences.all_voices(held_out=True)[0]
+    assert voice[1] in sentences.all_voices(held_out=True)[1]

@@ -9,8 +9,9 @@ voice variants, a base pitch and a rate.
 Held-out split: a clip is either a training clip or a held-out one (`held_out`, the builders' test
 seeds). Held-out clips speak sentences from templates and words that training clips never use
 (every fifth word of each list and the last templates are reserved), so no held-out sentence can
-occur in training, and they speak with accents and voice variants reserved for them; pitch and rate
-are drawn from the same ranges in both.
+occur in training, and they speak with voice variants (the speakers) reserved for them, in the
+same eight English accents (a dialect changes how phonemes are realised, which a model learns from
+examples; the test is new speakers and new sentences); pitch and rate share their ranges.
 """
 
 from __future__ import annotations
@@ -78,11 +79,11 @@ _TEMPLATES = (
 )
 _HELD_OUT_TEMPLATES = 4
 
-# espeak-ng's English accents (their phonemes are the ones data/visemes.py maps) and human
-# sounding voice variants; the last few of each are reserved for held-out clips.
+# espeak-ng's English accents (their phonemes are the ones data/visemes.py maps), spoken on both
+# sides of the split, and human-sounding voice variants (the speakers), the last ten of which are
+# reserved for held-out clips: a held-out voice is a speaker never heard, in a known dialect.
 _ACCENTS = ("en-us", "en-gb", "en-gb-x-rp", "en-gb-scotland", "en-029",
             "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
-_HELD_OUT_ACCENTS = 3
 _VARIANTS = ("m1", "m2", "m3", "m4", "m5", "f1", "f2", "f3", "klatt", "klatt2", "klatt3",
              "adam", "Alex", "Andy", "Annie", "anika", "aunty", "belinda", "benjamin", "caleb",
              "david", "ed", "edward", "grandma", "grandpa", "ian", "john", "linda", "max",
@@ -127,7 +128,7 @@ def sentence(rng: np.random.Generator, held_out: bool = False) -> str:
 
 def voice(rng: np.random.Generator, held_out: bool = False) -> Voice:
   """A random voice (accent, variant, pitch, rate) of the training (or held-out) side."""
-  accents = _split(_ACCENTS, _HELD_OUT_ACCENTS, held_out)
+  accents = _ACCENTS
   variants = _split(_VARIANTS, _HELD_OUT_VARIANTS, held_out)
   name = f"{accents[rng.integers(len(accents))]}+{variants[rng.integers(len(variants))]}"
   return Voice(name=name, pitch=int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
@@ -135,6 +136,5 @@ def voice(rng: np.random.Generator, held_out: bool = False) -> Voice:
 
 
 def all_voices(held_out: bool) -> tuple[list[str], list[str]]:
-  """(accents, variants) of one side of the split: for tests and docs."""
-  return (list(_split(_ACCENTS, _HELD_OUT_ACCENTS, held_out)),
-          list(_split(_VARIANTS, _HELD_OUT_VARIANTS, held_out)))
+  """(accents, variants) of one side of the split (the accents are shared): for tests and docs."""
+  return list(_ACCENTS), list(_split(_VARIANTS, _HELD_OUT_VARIANTS, held_out))
