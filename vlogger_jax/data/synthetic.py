@@ -222,7 +222,11 @@ def bilabial_intervals(clip_id: str, num_frames: int,
   if not clip_id.startswith("synthetic-") or not clip_id[len("synthetic-"):].isdigit():
     return None
   talk = clip_speech(int(clip_id[len("synthetic-"):]), num_frames)
-  if not np.array_equal(np.round(talk.audio * 32767).astype(np.int16), np.asarray(audio)):
+  mine = np.round(talk.audio * 32767).astype(np.int32)
+  theirs = np.asarray(audio).astype(np.int32)
+  # A few units of slack: another machine's FFTs may round differently; another generator's
+  # speech differs everywhere.
+  if mine.shape != theirs.shape or np.abs(mine - theirs).max() > 16:
     raise ValueError(f"clip {clip_id} does not hold the speech that the synthetic generator makes "
                      "for its seed; expected a dataset built by this version (rebuild it with "
                      "launch/build_dataset.py).")
