@@ -1,4 +1,5 @@
-r"""Evaluates a trained motion model on held-out clips: mouth correlation, LME, jitter, diversity.
+r"""Evaluates a trained motion model on held-out clips: mouth correlation, LME, jitter, diversity,
+the mouth's opening range against the truth's, and bilabial closure.
 
   python launch/eval_motion.py --workdir=workdir/motion \
       [--sampler=ddim --num_steps=50 --guidance=5] [--num_clips=32] [--out=eval.json]
@@ -9,7 +10,10 @@ Loads the model and its inference weights from the run's latest checkpoint with 
 run saved (EMA parameters where it kept them; vlogger_jax/models/loading.py): no trainer or
 optimizer state is built. It generates --num_clips clips of the test split of the run's dataset
 (held-out identities), two samples each, and prints the metrics of evaluators.motion_scores
-(vlogger_jax/motion_eval.py) averaged over clips, as JSON; --out writes them too. --config is
+(vlogger_jax/motion_eval.py) averaged over clips, as JSON; --out writes them too. For synthetic
+clips the phonemes are recomputed from each clip's seed (the generator is deterministic; the
+script stops if a record's audio is not what the generator makes), giving eval/bilabial_closure:
+the share of /p b m/ during which the generated lips close. --config is
 optional: the saved config is the truth, and a given one only says where the dataset is now; if
 it differs from the saved one in what shapes the model or its sampling (CHECKED_KEYS), the
 script says where and stops.
@@ -26,7 +30,7 @@ from vlogger_jax import checkpoint
 from vlogger_jax import cli
 from vlogger_jax import evaluators
 from vlogger_jax import fileio
-from vlogger_jax.data import paths, pipelines
+from vlogger_jax.data import paths, pipelines, synthetic
 from vlogger_jax.models import loading
 from vlogger_jax.train import config_lib
 
@@ -69,6 +73,16 @@ def held_out_records(config, num_clips: int) -> list:
   return [records[i] for i in range(min(num_clips, len(records)))]
 
 
+def bilabials(records) -> list | None:
+  """Per record, the (start_s, end_s) of its /p b m/ (synthetic clips: recomputed from the seed,
+  since records hold no phonemes); None when no record is synthetic."""
+  out = [None if r is None else synthetic.bilabial_intervals(r["id"], len(r["expression"]),
+                                                             r["audio"]) for r in records]
+  if all(o is None for o in out):
+    return None
+  return [o or [] for o in out]
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax narrates every restore at INFO
@@ -81,7 +95,7 @@ def main(argv):
     records = held_out_records(data_config(loaded, _CONFIG.value), _NUM_CLIPS.value)
     metrics = evaluators.motion_scores(loaded.model, loaded.params, records,
                                        jax.random.PRNGKey(0), num_samples=NUM_SAMPLES,
-                                       **overrides)
+                                       bilabials=bilabials(records), **overrides)
   except (ValueError, checkpoint.CheckpointError) as err:
     return cli.report(err)
   metrics = {"step": loaded.step, **overrides, **metrics}

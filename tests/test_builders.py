@@ -154,9 +154,9 @@ def test_resolve_rejects_missing_paths_and_other_versions(built, tmp_path):
   info = json.load(open(old / "dataset_info.json"))
   info["version"] = "0.1.0"
   json.dump(info, open(old / "dataset_info.json", "w"))
-  with pytest.raises(ValueError, match="has version 0.1.0; expected 1.0.0"):
+  with pytest.raises(ValueError, match="has version 0.1.0; expected 1.1.0"):
     paths.resolve(str(old))
-  with pytest.raises(ValueError, match=r"no dataset of version 1.0.0 \(found 0.1.0\)"):
+  with pytest.raises(ValueError, match=r"no dataset of version 1.1.0 \(found 0.1.0\)"):
     paths.resolve(str(old.parent))
 
 

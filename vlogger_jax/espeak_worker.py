@@ -99,6 +99,11 @@ def _load(library_path: str, data_path: str):
                                INITIALIZE_PHONEME_EVENTS | INITIALIZE_DONT_EXIT)
   if rate <= 0:
     _fail(3, f"espeak_Initialize failed with the voice data in {data_path}")
+  # espeak-ng seeds its own random generator (the noise of Klatt voices and of some variants, e.g.
+  # "+f2") from the clock, so without a fixed seed such voices change from one second to the next.
+  if hasattr(lib, "espeak_ng_SetRandSeed"):
+    lib.espeak_ng_SetRandSeed.argtypes, lib.espeak_ng_SetRandSeed.restype = [ctypes.c_long], None
+    lib.espeak_ng_SetRandSeed(0)
   return lib, rate
 
 

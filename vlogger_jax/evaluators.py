@@ -2,7 +2,8 @@
 evaluation and launch/eval_*.py share.
 
 - `motion_scores`: audio -> motion on held-out clips, through the head model (motion_eval.py):
-  mouth-opening correlation, lip error (LME), vertex jitter beside the truth's, diversity.
+  mouth-opening correlation, lip error (LME), vertex jitter beside the truth's, diversity, the
+  mouth's opening range beside the truth's and (given the phonemes) bilabial closure.
 - `reenact` and `reenactment_scores`: the video model regenerates held-out clips from their
   reference frame and true motion parameters; PSNR/SSIM/L1 against the true frames beside the
   baseline of repeating the reference, pixel jitter, and the jump at window seams
@@ -16,7 +17,7 @@ datasets or checkpoints.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import jax
 import numpy as np
@@ -37,9 +38,16 @@ def per_clip_keys(key: jax.Array, num: int) -> jax.Array:
 
 
 def motion_scores(model, params, records: Iterable[dict | None], key: jax.Array,
-                  num_samples: int = 2, **sampler_overrides) -> dict:
+                  num_samples: int = 2, bilabials: Sequence | None = None,
+                  **sampler_overrides) -> dict:
   """Motion metrics (eval/...) averaged over held-out clip records (unreadable ones are None and
-  skipped): each record needs mel [T, 256], shape, expression, head_pose, body_keypoints."""
+  skipped): each record needs mel [T, 256], shape, expression, head_pose, body_keypoints.
+
+  The mouth's opening range (95th percentile, mm) is reported for the generated and the true
+  motion, and their ratio (mean over clips of each, generated / true). bilabials: per record, the
+  (start_s, end_s) of its /p b m/ (the caller knows the phonemes; records do not hold them); with
+  them, the share of bilabials whose generated (and true) lips close.
+  """
   head_model = head_lib.load_default()
   cfg = model.sampler_config(**sampler_overrides)
   rows = []
@@ -57,15 +65,27 @@ def motion_scores(model, params, records: Iterable[dict | None], key: jax.Array,
     preds = [model.to_parameters(params, m, pose_true[0], kp_true[0]) for m in motion]
     expr, pose, _ = preds[0]
     open_true = motion_eval.mouth_opening(head_model, shape, expr_true)
-    rows.append({
-        "mouth_corr": motion_eval.pearson(motion_eval.mouth_opening(head_model, shape, expr),
-                                          open_true),
+    open_pred = motion_eval.mouth_opening(head_model, shape, expr)
+    row = {
+        "mouth_corr": motion_eval.pearson(open_pred, open_true),
         "lme_mm": motion_eval.lip_error(head_model, shape, expr, expr_true),
         "jitter": motion_eval.jitter(head_model, shape, expr, pose),
         "jitter_true": motion_eval.jitter(head_model, shape, expr_true, pose_true),
         "diversity": motion_eval.diversity(np.stack([p[0] for p in preds])),
-    })
-  return {f"eval/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
+        "opening_p95_mm": motion_eval.opening_range(open_pred),
+        "opening_p95_true_mm": motion_eval.opening_range(open_true),
+    }
+    if bilabials is not None:
+      row["bilabial_closure"] = motion_eval.bilabial_closure(open_pred, bilabials[i])
+      row["bilabial_closure_true"] = motion_eval.bilabial_closure(open_true, bilabials[i])
+    rows.append(row)
+  if not rows:
+    return {}
+  # nanmean: a clip without bilabials has no closure share.
+  out = {f"eval/{k}": float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+  out["eval/opening_range_ratio"] = out["eval/opening_p95_mm"] / max(
+      out["eval/opening_p95_true_mm"], 1e-9)
+  return out
 
 
 def reenact(model, params, batch: dict, key: jax.Array,

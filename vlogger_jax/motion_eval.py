@@ -1,4 +1,5 @@
-"""Motion quality through the head model: mouth opening, lip error (LME), jitter, diversity.
+"""Motion quality through the head model: mouth opening and its range, bilabial closure, lip
+error (LME), jitter, diversity.
 
 All distances are in millimetres of the head model's mesh. Expressions are compared with the head
 at the identity pose (the lips alone); jitter uses the fully posed head. Landmarks are the head
@@ -15,6 +16,8 @@ from vlogger_jax import head as head_lib
 
 LIPS = np.arange(48, 68)
 UPPER_INNER, LOWER_INNER = 62, 66
+# Lips closer than this (inner-lip gap, mm) count as closed; the gap is 0 with the jaw shut.
+LIPS_CLOSED_MM = 1.5
 
 
 @jax.jit
@@ -34,6 +37,27 @@ def mouth_opening(model, shape, expression) -> np.ndarray:
   """Inner-lip gap per frame in mm: [T]."""
   lips = lip_landmarks(model, shape, expression)
   return np.linalg.norm(lips[:, UPPER_INNER - 48] - lips[:, LOWER_INNER - 48], axis=-1)
+
+
+def bilabial_closure(opening, intervals, fps: float = 24.0) -> float:
+  """Share of bilabials whose lips close: opening [T] mm, intervals [(start_s, end_s)] of /p b m/.
+
+  A bilabial counts as closed when any frame whose span overlaps its interval has a gap below
+  LIPS_CLOSED_MM; intervals past the clip are ignored; NaN when none is left.
+  """
+  opening = np.asarray(opening)
+  hits = []
+  for start, end in intervals:
+    first, last = int(np.floor(start * fps)), min(int(np.ceil(end * fps)), opening.size)
+    if first >= opening.size or last <= first:
+      continue
+    hits.append(float(opening[first:last].min() < LIPS_CLOSED_MM))
+  return float(np.mean(hits)) if hits else float("nan")
+
+
+def opening_range(opening) -> float:
+  """The mouth's opening range in mm: the 95th percentile of opening [T] (robust to one frame)."""
+  return float(np.percentile(np.asarray(opening, np.float64), 95))
 
 
 def lip_error(model, shape, expression_pred, expression_true) -> float:

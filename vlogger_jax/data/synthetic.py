@@ -2,15 +2,17 @@
 
 With no data at hand every command still runs end to end on these clips. A clip is
 a random identity (head shape, skin, hair, eyes, clothes, background, camera, framing from a tight
-face to the torso with hands) speaking syllables of synthetic speech. The audio drives the motion
-through fixed, documented rules (docs/synthetic.md), so the audio-to-motion relation is real and a
-model can learn it:
+face to the torso with hands) saying English sentences (data/sentences.py) in an espeak-ng voice,
+recorded under random conditions (data/acoustics.py). The speech drives the motion through fixed,
+documented rules (docs/synthetic.md), so the audio-to-motion relation is real and a model can
+learn it:
 
-- mouth: per sample, the vowel's openness times the voiced loudness opens the jaw; rounded vowels
-  (/o/, /u/) pucker, spread vowels (/i/, /e/) stretch the lips; /p b m/ close the lips.
-- head: slow drift plus a nod on every stressed syllable; brows rise on stressed syllables.
+- mouth: espeak-ng's own phoneme times drive viseme targets (jaw, lip closure, rounding,
+  spreading, lower lip to teeth), blended with anticipation and carry-over (data/visemes.py):
+  /p b m/ close the lips, open vowels open the jaw, silences close the mouth.
+- head: slow drift plus a nod on every stressed vowel (louder ones nod more); brows rise on them.
 - body: the forearms rise into the gesture space while a phrase is spoken and beat on stressed
-  syllables; they relax in pauses.
+  vowels; they relax in pauses.
 - eyes: blinks every 2-6 s (about 150 ms), gaze saccades between fixations; independent of audio.
 
 Split of the work: `plan_clip` draws every random number with np.random.default_rng(seed) on the
@@ -37,39 +39,21 @@ from vlogger_jax import contracts
 from vlogger_jax import geometry
 from vlogger_jax import head as head_lib
 from vlogger_jax import render
+from vlogger_jax import speech as speech_lib
+from vlogger_jax.data import acoustics
 from vlogger_jax.data import schema
+from vlogger_jax.data import sentences
+from vlogger_jax.data import visemes
 
 FPS = contracts.FPS
 SR = contracts.SAMPLE_RATE
 E = head_lib.EXPRESSION
 
-# Vowels: formants F1, F2, F3 (Hz) and mouth targets (openness, rounding, spreading) in [0, 1].
-VOWELS = {
-    "a": ((780.0, 1250.0, 2600.0), (1.00, 0.0, 0.15)),
-    "e": ((520.0, 1850.0, 2600.0), (0.62, 0.0, 0.55)),
-    "i": ((300.0, 2300.0, 3000.0), (0.32, 0.0, 1.00)),
-    "o": ((520.0, 900.0, 2500.0), (0.68, 0.85, 0.00)),
-    "u": ((330.0, 820.0, 2400.0), (0.30, 1.00, 0.00)),
-}
-VOWEL_NAMES = tuple(VOWELS)
-# Consonants: (kind, duration range s, noise band Hz or None, mouth (open, round, spread), lips closed)
-CONSONANTS = {
-    "p": ("plosive", (0.05, 0.08), (500.0, 7000.0), (0.0, 0.0, 0.0), True),
-    "b": ("plosive", (0.04, 0.06), (300.0, 4000.0), (0.0, 0.0, 0.0), True),
-    "m": ("nasal", (0.06, 0.09), None, (0.0, 0.0, 0.0), True),
-    "t": ("plosive", (0.04, 0.07), (2500.0, 7000.0), (0.12, 0.0, 0.25), False),
-    "k": ("plosive", (0.05, 0.07), (1500.0, 4000.0), (0.15, 0.0, 0.1), False),
-    "n": ("nasal", (0.05, 0.08), None, (0.12, 0.0, 0.2), False),
-    "s": ("fricative", (0.07, 0.11), (4000.0, 7800.0), (0.08, 0.0, 0.6), False),
-    "f": ("fricative", (0.07, 0.10), (1500.0, 7500.0), (0.06, 0.0, 0.2), True),
-    "": ("none", (0.0, 0.0), None, (0.0, 0.0, 0.0), False),
-}
-# Jaw opening (theta_e[0]; 1 = 0.32 rad) of a fully loud /a/.
-JAW_GAIN = 0.62
-JAW_FLOOR = 0.3
-PUCKER_GAIN = 0.9
-SPREAD_GAIN = 0.45
-LIPS_PART_GAIN = 0.35
+# Test seeds (builders.TEST_SEED_OFFSET and up) speak held-out sentences with held-out voices.
+HELD_OUT_SEEDS = 1_000_000
+# The speech has its own random stream, so evaluation can recompute a clip's phonemes
+# (`clip_speech`) without planning the whole clip.
+_SPEECH_STREAM = 7
 # Neutral head height crown to chin (m); framing picks how much of the image it fills.
 HEAD_HEIGHT_M = 0.23
 
@@ -161,129 +145,122 @@ def _background(rng):
 
 
 # ----------------------------------------------------------------------------------------------
-# Speech: a syllable timeline, the waveform, and the per-sample articulation curves.
+# Speech: sentences spoken by an espeak-ng voice, with the synthesizer's phoneme times.
 
 
-def _syllables(rng, duration):
-  """List of syllables (start, consonant, cons_dur, vowel, vowel_dur, stress) and phrase spans."""
-  out, phrases = [], []
-  t = rng.uniform(0.1, 0.6)
-  cons_names = list(CONSONANTS)
-  cons_p = np.array([0.12, 0.08, 0.1, 0.12, 0.1, 0.08, 0.1, 0.08, 0.22])
-  while t < duration - 0.3:
-    n = int(rng.integers(3, 11))
-    start = t
-    for k in range(n):
-      c = cons_names[rng.choice(len(cons_names), p=cons_p / cons_p.sum())]
-      cd = rng.uniform(*CONSONANTS[c][1]) if c else 0.0
-      v = VOWEL_NAMES[rng.choice(5, p=[0.3, 0.2, 0.2, 0.15, 0.15])]
-      stress = rng.uniform() < (0.5 if k == 0 else 0.28)
-      vd = rng.uniform(0.09, 0.19) * (1.35 if stress else 1.0)
-      if t + cd + vd > duration - 0.05:
-        break
-      out.append((t, c, cd, v, vd, stress))
-      t += cd + vd + rng.uniform(0.0, 0.04)
-    phrases.append((start, t))
-    t += rng.uniform(0.25, 0.9)
-  return out, phrases
+@dataclasses.dataclass
+class Talk:
+  """The speech of one clip: clean and recorded audio, what was said, by whom, and when.
+
+  clean: [S] float32 speech as synthesized; audio: [S] float32, the same under the clip's
+  recording conditions (acoustics.augment), what the clip holds. phonemes: (espeak label,
+  start_s, end_s) in time order, within the clip; words: (word, start_s, end_s).
+  """
+  clean: np.ndarray
+  audio: np.ndarray
+  phonemes: list
+  words: list
+  text: str
+  voice: sentences.Voice
+  conditions: dict
 
 
-def _fill(arr, t0, t1, value):
-  i0, i1 = int(round(t0 * SR)), int(round(t1 * SR))
-  arr[max(i0, 0):max(i1, 0)] = value
+def _synthesize(text: str, voice: sentences.Voice) -> speech_lib.Speech:
+  """One sentence from espeak-ng's library, with phoneme times; one-sentence error without it."""
+  out = speech_lib.synthesize(text, engine="espeak", voice=voice.name, rate=voice.rate,
+                              pitch=voice.pitch)
+  if out.engine != "espeak-library" or not out.phonemes:
+    raise speech_lib.SpeechError(
+        "the synthetic talkers need espeak-ng's library with phoneme timing, which comes with "
+        "the espeakng-loader wheel; install it with `pip install espeakng-loader`.")
+  return out
 
 
-def _speech(rng, syllables, phrases, num_samples):
-  """Waveform [S] float32 and per-sample articulation curves (dict of [S] float32)."""
-  n = num_samples
-  t = np.arange(n) / SR
-  formants = np.zeros((n, 3), np.float32)
-  formants[:] = VOWELS["a"][0]
-  mouth = np.zeros((n, 3), np.float32)  # open, round, spread targets
-  voiced = np.zeros(n, np.float32)  # voiced amplitude target
-  nasal = np.zeros(n, np.float32)
-  noise_amp = {}
-  stress_curve = np.zeros(n, np.float32)
-  for (s0, c, cd, v, vd, stress) in syllables:
-    kind, _, band, c_mouth, _ = CONSONANTS[c]
-    gain = rng.uniform(0.85, 1.0) if stress else rng.uniform(0.5, 0.72)
-    if c:
-      _fill(mouth, s0, s0 + cd, c_mouth)
-      if kind == "nasal":
-        _fill(voiced, s0, s0 + cd, 0.35 * gain)
-        _fill(nasal, s0, s0 + cd, 1.0)
-        _fill(formants, s0, s0 + cd, (260.0, 1300.0 if c == "m" else 1600.0, 2500.0))
-      elif kind == "plosive":
-        arr = noise_amp.setdefault(band, np.zeros(n, np.float32))
-        _fill(arr, s0 + cd - 0.018, s0 + cd, 0.5 * gain)
-      elif kind == "fricative":
-        arr = noise_amp.setdefault(band, np.zeros(n, np.float32))
-        _fill(arr, s0, s0 + cd, 0.22 * gain)
-    (f1, f2, f3), v_mouth = VOWELS[v]
-    v0 = s0 + cd
-    _fill(formants, v0, v0 + vd, (f1, f2, f3))
-    _fill(mouth, v0, v0 + vd, v_mouth)
-    # Open vowels are intrinsically louder, as in real speech.
-    loud = gain * (0.75 + 0.25 * v_mouth[0])
-    i0, i1 = int(round(v0 * SR)), int(round((v0 + vd) * SR))
-    x = np.linspace(0, 1, max(i1 - i0, 1))
-    voiced[i0:i1] = loud * np.minimum(1.0, 6 * x) * (1 - 0.35 * x)
-    if stress:
-      _fill(stress_curve, v0, v0 + vd, gain)
-  # Coarticulation: targets blend over ~25 ms; amplitudes attack/release over ~8 ms.
-  formants = _gaussian_filter1d(formants, 0.02 * SR, axis=0, mode="nearest")
-  mouth = _gaussian_filter1d(mouth, 0.025 * SR, axis=0, mode="nearest")
-  level = _gaussian_filter1d(voiced, 0.008 * SR, mode="nearest")
-  nasal = _gaussian_filter1d(nasal, 0.01 * SR, mode="nearest")
+def clip_speech(seed: int, num_frames: int = schema.CLIP_FRAMES) -> Talk:
+  """The speech of the clip of `seed`, `num_frames` long: sentences, voice, phoneme times, audio.
 
-  # Pitch: speaker's base, declination over each phrase, a rise on stressed syllables, jitter.
-  f0_base = rng.choice([rng.uniform(95, 140), rng.uniform(170, 235)])
-  decl = np.ones(n, np.float32)
-  for (p0, p1) in phrases:
-    i0, i1 = int(p0 * SR), min(int(p1 * SR) + SR // 5, n)
-    decl[i0:i1] = np.linspace(1.12, 0.88, max(i1 - i0, 0))
-  f0 = f0_base * decl * (1 + 0.18 * _gaussian_filter1d(stress_curve, 0.05 * SR))
-  f0 *= 1 + 0.01 * _smooth_noise(rng, n, 0.03 * SR)
-  phase = 2 * np.pi * np.cumsum(f0) / SR
-  # Additive synthesis: harmonics of a 1/k source shaped by three formant resonances, computed
-  # on a 1 ms grid and interpolated, normalised so the voiced RMS equals `level` exactly.
-  hop = 16
-  grid = np.arange(0, n + hop, hop)
-  gi = np.minimum(grid, n - 1)
-  k = np.arange(1, 61, dtype=np.float32)[:, None]
-  harm = k * f0[gi][None, :]
-  bw = np.array([90.0, 110.0, 170.0])
-  amp = np.zeros_like(harm)
-  nasal_g = nasal[gi][None, :]
-  for j in range(3):
-    fj = formants[gi, j][None, :]
-    gj = (1.0, 0.6, 0.25)[j] * (1 - 0.7 * nasal_g if j else 1.0)
-    amp += gj / (1 + ((harm - fj) / bw[j])**2)
-  amp *= (1.0 / k) * (harm < 7500)
-  amp /= np.sqrt(0.5 * np.sum(amp**2, 0, keepdims=True)) + 1e-9
-  wave = np.zeros(n)
-  for kk in range(amp.shape[0]):
-    a = np.interp(np.arange(n), grid, amp[kk])
-    wave += a * np.sin((kk + 1) * phase)
-  wave *= level
-  # Consonant noise, one band-passed noise per band, gated by its envelope.
-  for band, env in sorted(noise_amp.items()):
-    sos = signal.butter(4, band, btype="bandpass", fs=SR, output="sos")
-    noise = signal.sosfilt(sos, rng.normal(size=n))
-    noise /= np.std(noise) + 1e-9
-    wave += _gaussian_filter1d(env, 0.002 * SR) * noise
-  wave += 0.002 * rng.normal(size=n)  # room noise floor
-  wave = wave * (0.45 / max(np.percentile(np.abs(wave), 99.9), 1e-6))
-  curves = {"level": level, "open": mouth[:, 0], "round": mouth[:, 1], "spread": mouth[:, 2],
-            "f0": f0}
-  return np.clip(wave, -1, 1).astype(np.float32), curves
+  Deterministic from the seed through its own random stream; seeds >= HELD_OUT_SEEDS use the
+  held-out side of data/sentences.py (sentences and voices never heard in training).
+  """
+  rng = np.random.default_rng([int(seed), _SPEECH_STREAM])
+  held_out = int(seed) >= HELD_OUT_SEEDS
+  num_samples = schema.num_samples(num_frames)
+  duration = num_samples / SR
+  voice = sentences.voice(rng, held_out)
+  pieces, phonemes, words, texts = [], [], [], []
+  # Short clips (the super-resolution sets' 1 s) start sooner, so that they too show speech.
+  t = min(rng.uniform(0.1, 0.6), 0.3 * duration)
+  pieces.append(np.zeros(int(round(t * SR)), np.float32))
+  while t < duration - min(0.4, 0.3 * duration):
+    text = sentences.sentence(rng, held_out)
+    out = _synthesize(text, voice)
+    offset = sum(p.size for p in pieces) / SR
+    phonemes += [(lab, a + offset, b + offset) for lab, a, b in out.phonemes]
+    words += [(w, a + offset, b + offset) for w, a, b in out.words]
+    texts.append(text)
+    pieces.append(out.audio)
+    gap = rng.uniform(0.0, 0.6)  # beyond espeak's own pause after a sentence
+    pieces.append(np.zeros(int(round(gap * SR)), np.float32))
+    phonemes.append(("_", offset + out.duration, offset + out.duration + gap))
+    t = sum(p.size for p in pieces) / SR
+  clean = np.concatenate(pieces)[:num_samples]
+  clean = np.pad(clean, (0, num_samples - clean.size))
+  phonemes = [(lab, a, min(b, duration)) for lab, a, b in phonemes if a < duration and b > a]
+  words = [(w, a, min(b, duration)) for w, a, b in words if a < duration]
+  audio, conditions = acoustics.augment(rng, clean)
+  return Talk(clean=clean.astype(np.float32), audio=audio, phonemes=phonemes, words=words,
+              text=" ".join(texts), voice=voice, conditions=conditions)
 
 
-def _per_frame(x, num_frames):
-  """Mean of a per-sample curve [S] over each frame's samples -> [T]."""
-  edges = (np.arange(num_frames + 1) * SR) // FPS
-  cs = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
-  return (cs[edges[1:]] - cs[edges[:-1]]) / np.diff(edges)
+def bilabial_intervals(clip_id: str, num_frames: int,
+                       audio: np.ndarray) -> list[tuple[float, float]] | None:
+  """(start_s, end_s) of every /p b m/ in a synthetic clip of `num_frames`, recomputed from its
+  id's seed; None for a clip that is not synthetic. audio [S] int16 is the clip's own: a clip the
+  current generator would not make (a dataset built by an older one) is a ValueError.
+  """
+  clip_id = clip_id.decode() if isinstance(clip_id, bytes) else str(clip_id)
+  if not clip_id.startswith("synthetic-") or not clip_id[len("synthetic-"):].isdigit():
+    return None
+  talk = clip_speech(int(clip_id[len("synthetic-"):]), num_frames)
+  mine = np.round(talk.audio * 32767).astype(np.int32)
+  theirs = np.asarray(audio).astype(np.int32)
+  # A few units of slack: another machine's FFTs may round differently; another generator's
+  # speech differs everywhere.
+  if mine.shape != theirs.shape or np.abs(mine - theirs).max() > 16:
+    raise ValueError(f"clip {clip_id} does not hold the speech that the synthetic generator makes "
+                     "for its seed; expected a dataset built by this version (rebuild it with "
+                     "launch/build_dataset.py).")
+  return [(a, b) for lab, a, b in talk.phonemes if visemes.is_bilabial(lab)]
+
+
+def _stress_times(phonemes) -> np.ndarray:
+  """Onsets (s) of the vowels espeak marks with primary stress."""
+  return np.array([a for lab, a, _ in phonemes if lab.startswith("'") and visemes.is_vowel(lab)])
+
+
+def _phrases(phonemes, min_pause: float = 0.2) -> list[tuple[float, float]]:
+  """(start, end) of the stretches of speech between pauses of at least `min_pause` s."""
+  out, start, end = [], None, None
+  for lab, a, b in phonemes:
+    if visemes.is_pause(lab):
+      if b - a >= min_pause and start is not None:
+        out.append((start, end))
+        start = None
+      continue
+    start = a if start is None else start
+    end = b
+  if start is not None:
+    out.append((start, end))
+  return out
+
+
+def _stress_energy(clean, stress_t) -> np.ndarray:
+  """Loudness of each stressed vowel (RMS of its first 80 ms) relative to the loudest: [N]."""
+  if not len(stress_t):
+    return np.zeros(0)
+  rms = np.array([np.sqrt(np.mean(clean[int(t * SR):int(t * SR) + 1280] ** 2) + 1e-12)
+                  for t in stress_t])
+  return rms / rms.max()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,16 +352,14 @@ def _camera(rng) -> _Camera:
   return _Camera(fov=fov, focal=focal, dist=dist, cx=cx, cy=cy)
 
 
-def _mouth(curves, num_frames):
-  """Per-frame mouth drives [T] (jaw, pucker, spread, lips_part) from the speech curves."""
-  level = curves["level"]
-  voiced_on = np.clip(level / 0.4, 0, 1)
-  # Any voiced sound opens the jaw a little; the vowel's openness sets the rest.
-  jaw = JAW_GAIN * _per_frame((JAW_FLOOR + (1 - JAW_FLOOR) * curves["open"]) * level, num_frames)
-  return {"jaw": jaw,
-          "pucker": PUCKER_GAIN * _per_frame(curves["round"] * voiced_on, num_frames),
-          "spread": SPREAD_GAIN * _per_frame(curves["spread"] * voiced_on, num_frames),
-          "lips_part": LIPS_PART_GAIN * _per_frame(curves["open"] * voiced_on, num_frames)}
+def _mouth(rng, phonemes, num_frames, duration):
+  """The mouth's articulation [T, 6] (visemes.TARGET_NAMES) at each frame's centre, with the
+  speaker's anticipation (40-70 ms), carry-over (30-50 ms), lead (20-40 ms) and jaw scale
+  (0.85-1.15) drawn here."""
+  times = (np.arange(num_frames) + 0.5) / FPS
+  return visemes.articulation(phonemes, times, duration, anticipation_s=rng.uniform(0.04, 0.07),
+                              carryover_s=rng.uniform(0.03, 0.05), lead_s=rng.uniform(0.02, 0.04),
+                              jaw_scale=rng.uniform(0.85, 1.15))
 
 
 def _blinks(rng, num_frames):
@@ -417,22 +392,19 @@ def _gaze(rng, num_frames):
   return gaze
 
 
-def _expression(rng, num_frames, mouth, stress_t):
-  """Expression [T, 64] float32: the mouth from the speech, smiles, brows raised on stressed
-  syllables (times stress_t, seconds), blinks and gaze."""
+def _expression(rng, num_frames, mouth, stress_t, stress_amp):
+  """Expression [T, 64] float32: the mouth from its articulation [T, 6], smiles, brows raised on
+  stressed syllables (times stress_t, seconds; loudness stress_amp [N] in [0, 1]), blinks, gaze."""
   expr = np.zeros((num_frames, contracts.NUM_EXPRESSION))
-  expr[:, E["jaw_open"]] = mouth["jaw"]
   expr[:, E["jaw_sideways"]] = _smooth_noise(rng, num_frames, 12, 0.04)
-  expr[:, E["pucker"]] = mouth["pucker"]
-  expr[:, E["lips_part"]] = mouth["lips_part"]
-  expr[:, E["mouth_stretch"]] = 0.6 * mouth["spread"]
   base_smile = np.clip(rng.uniform(-0.1, 0.35) + _smooth_noise(rng, num_frames, 30, 0.12), -0.1,
                        0.7)
   for side in ("left", "right"):
-    expr[:, E[f"smile_{side}"]] = base_smile + mouth["spread"]
+    expr[:, E[f"smile_{side}"]] = base_smile
     expr[:, E[f"cheek_raise_{side}"]] = 0.6 * np.clip(base_smile, 0, None)
-  brows = _frame_pulses(stress_t, np.full(len(stress_t), rng.uniform(0.3, 0.8)), num_frames, 0.08,
-                        0.25)
+  visemes.expression_from_articulation(mouth, expr)
+  brows = _frame_pulses(stress_t, rng.uniform(0.3, 0.8) * (0.4 + 0.6 * stress_amp), num_frames,
+                        0.08, 0.25)
   brow_base = rng.uniform(-0.1, 0.3)
   expr[:, E["brow_raise_left"]] = brow_base + brows
   expr[:, E["brow_raise_right"]] = brow_base + brows * rng.uniform(0.8, 1.0)
@@ -446,11 +418,12 @@ def _expression(rng, num_frames, mouth, stress_t):
   return expr.astype(np.float32)
 
 
-def _head_pose(rng, num_frames, stress_t, camera: _Camera):
+def _head_pose(rng, num_frames, stress_t, stress_amp, camera: _Camera):
   """(head_pose [T, 9] float32, roll [T]): baseline + slow drift + nods on stressed syllables
-  (+x rotation lowers the nose), the head centred where the camera frames it."""
-  nods = _frame_pulses(stress_t, rng.uniform(0.04, 0.09, len(stress_t)), num_frames, 0.12, 0.22,
-                       delay=0.02)
+  (+x rotation lowers the nose; louder ones nod more), the head centred where the camera frames
+  it."""
+  nods = _frame_pulses(stress_t, rng.uniform(0.04, 0.09, len(stress_t)) * (0.5 + 0.5 * stress_amp),
+                       num_frames, 0.12, 0.22, delay=0.02)
   pitch = rng.normal(0, 0.05) + _smooth_noise(rng, num_frames, 20, 0.04) + nods
   yaw = rng.normal(0, 0.15) + _smooth_noise(rng, num_frames, 24, 0.09)
   roll = rng.normal(0, 0.04) + _smooth_noise(rng, num_frames, 24, 0.035)
@@ -552,8 +525,9 @@ def plan_clip(seed: int, num_frames: int = schema.CLIP_FRAMES, resolution: int =
   """All parameters and the audio of the clip of `seed` (no frames): see generate_clip.
 
   Every random number comes from np.random.default_rng(seed), in this order: identity,
-  background, head shape, camera, speech, expression, head pose, arms (each helper draws its own
-  in turn, so the order of the calls below is part of the output).
+  background, head shape, camera, mouth dynamics, expression, head pose, arms (each helper draws
+  its own in turn, so the order of the calls below is part of the output); the speech draws from
+  its own stream (clip_speech).
   """
   if num_frames < 1 or resolution < 16 or resolution > schema.MAX_RESOLUTION or resolution % 2:
     raise ValueError(f"plan_clip: num_frames={num_frames}, resolution={resolution}; expected "
@@ -567,12 +541,13 @@ def plan_clip(seed: int, num_frames: int = schema.CLIP_FRAMES, resolution: int =
   shape = np.clip(rng.normal(0, 0.7, contracts.NUM_SHAPE), -1.6, 1.6).astype(np.float32)
   camera = _camera(rng)
 
-  num_samples = schema.num_samples(t_count)
-  syllables, phrases = _syllables(rng, num_samples / SR)
-  wave, curves = _speech(rng, syllables, phrases, num_samples)
-  stress_t = np.array([s0 + cd for (s0, _, cd, _, _, stressed) in syllables if stressed])
-  expression = _expression(rng, t_count, _mouth(curves, t_count), stress_t)
-  head_pose, roll = _head_pose(rng, t_count, stress_t, camera)
+  talk = clip_speech(seed, t_count)
+  stress_t = _stress_times(talk.phonemes)
+  stress_amp = _stress_energy(talk.clean, stress_t)
+  mouth = _mouth(rng, talk.phonemes, t_count, talk.audio.size / SR)
+  expression = _expression(rng, t_count, mouth, stress_t, stress_amp)
+  head_pose, roll = _head_pose(rng, t_count, stress_t, stress_amp, camera)
+  phrases = _phrases(talk.phonemes)
 
   face_kp, root_cam = _face(model, shape, expression, head_pose, camera.fov, resolution)
   # The body lies in the plane of the root joint.
@@ -587,7 +562,7 @@ def plan_clip(seed: int, num_frames: int = schema.CLIP_FRAMES, resolution: int =
   style.update({"background": bg, "scale_px_per_m": (scale * resolution).astype(np.float32),
                 "root_px": (anchor * resolution).astype(np.float32),
                 "resolution": resolution})
-  audio16 = np.round(wave * 32767).astype(np.int16)
+  audio16 = np.round(talk.audio * 32767).astype(np.int16)
   return Plan(clip_id=f"synthetic-{seed:08d}", audio=audio16, shape=shape,
               fov=np.float32(camera.fov), expression=expression, head_pose=head_pose,
               body_keypoints=kp.astype(np.float32), body_visibility=vis, style=style)
