@@ -62,6 +62,7 @@ class Records:
     self.skipped = 0              # failed reads (a record read twice counts twice)
     self.unreadable = set()       # indices of the records that failed, each warned about once
     self._failures_in_a_row = 0
+    self._any_read = False        # some record decoded: the split is not wholly unreadable
 
   def _open(self):
     with self._lock:  # grain's reading threads arrive together in a fresh worker.
@@ -91,6 +92,7 @@ class Records:
     try:
       record = self._open()[index]
       self._failures_in_a_row = 0
+      self._any_read = True
       return record
     except Exception as e:  # pylint: disable=broad-except
       # A corrupt record must not end a long run. It is read again every epoch (and by each
