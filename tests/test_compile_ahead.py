@@ -8,9 +8,8 @@ from conftest import run_python
 
 def test_fsdp_halves_parameters_and_optimizer_state_per_device(tmp_path):
   out = tmp_path / "ca.json"
-  # One real CPU device: the script restarts itself with the two fake devices the meshes need.
   run_python(["launch/compile_ahead.py", "--config=configs/toy.py:tiny", "--meshes=2x1,1x2",
-              "--per_device_batch=4", f"--out={out}"], devices=1)
+              "--per_device_batch=4", f"--out={out}"], devices=2)
   data, fsdp = json.loads(out.read_text())["meshes"]
   assert (data["mesh"], fsdp["mesh"]) == ("2x1", "1x2")
   assert data["global_batch"] == fsdp["global_batch"] == 8
@@ -22,7 +21,11 @@ def test_fsdp_halves_parameters_and_optimizer_state_per_device(tmp_path):
   assert "all-gather" not in data["collectives"] and fsdp["collectives"]["all-gather"] > 0
 
 
-def test_a_malformed_mesh_is_one_sentence():
+def test_a_machine_with_fewer_devices_restarts_with_fake_ones_and_a_bad_mesh_is_refused(tmp_path):
+  out = tmp_path / "ca.json"
+  run_python(["launch/compile_ahead.py", "--config=configs/toy.py:tiny", "--meshes=1x2",
+              "--per_device_batch=1", f"--out={out}"], devices=1)
+  assert json.loads(out.read_text())["meshes"][0]["devices"] == 2
   meshes = "0x2"
   proc = run_python(["launch/compile_ahead.py", "--config=configs/toy.py:tiny",
                      f"--meshes={meshes}"], check=False)

@@ -243,6 +243,9 @@ def test_readme_training_command_trains_and_leaves_checkpoint_and_metrics(tmp_pa
   _check_readme_training_command(tmp_path, [])
 
 
+# slow: CI already trains this chain (configs/base128.py:tiny through launch/train.py, both
+# stages) twice, in tests/test_stages.py and tests/test_video_task.py.
+@pytest.mark.slow
 def test_readme_training_command_shrunk_runs_every_stage(tmp_path):
   _check_readme_training_command(tmp_path, SHRUNK)
 
