@@ -17,6 +17,13 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _CACHE = tempfile.mkdtemp(prefix="vlogger_jax_test_jit_cache_")
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
   atexit.register(shutil.rmtree, _CACHE, True)
+# One folder for the session's tiny synthetic dataset, shared the same way by the test processes
+# that pytest-xdist starts: the first to need it builds it under builders.prepare's lock file, the
+# others wait for it and read it (tests that change a dataset copy it first).
+if "VLOGGER_TEST_DATA_DIR" not in os.environ:
+  _DATA = tempfile.mkdtemp(prefix="vlogger_jax_test_data_")
+  os.environ["VLOGGER_TEST_DATA_DIR"] = _DATA
+  atexit.register(shutil.rmtree, _DATA, True)
 
 import pytest  # noqa: E402
 
@@ -44,12 +51,12 @@ def python_runner():
 
 
 @pytest.fixture(scope="session")
-def synthetic_tiny(tmp_path_factory):
+def synthetic_tiny():
   """(data_dir, dataset folder) of the `tiny` synthetic dataset, built once per test session."""
   # Imported here, not at the top: every test session loads this file, and the builders bring
   # JAX, TFDS and the renderer (about 2 s) that most test files never use.
   from vlogger_jax.data import builders  # pylint: disable=g-import-not-at-top
-  data_dir = str(tmp_path_factory.mktemp("data"))
+  data_dir = os.environ["VLOGGER_TEST_DATA_DIR"]
   return data_dir, builders.ensure_synthetic(data_dir, "tiny")
 
 
