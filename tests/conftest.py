@@ -122,3 +122,16 @@ def tiny_reference(tmp_path_factory):
   from vlogger_jax.inference import reference  # pylint: disable=g-import-not-at-top
   path = tmp_path_factory.mktemp("reference") / "synthetic0.npz"
   return reference.synthetic(0, 32).save(str(path))
+
+
+def detector_or_skip():
+  """The landmark detector's environment (detector.check()), or a skip where it is not
+  installed; a failure where VLOGGER_REQUIRE_DETECTOR is set (CI installs it, so there its
+  tests must not skip)."""
+  from vlogger_jax import detector  # pylint: disable=g-import-not-at-top  (two test files)
+  try:
+    return detector.check()
+  except detector.DetectorError as e:
+    if os.environ.get("VLOGGER_REQUIRE_DETECTOR", "") not in ("", "0"):
+      pytest.fail(str(e))
+    pytest.skip(str(e))

@@ -12,6 +12,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from conftest import detector_or_skip
+
 from vlogger_jax import detector
 from vlogger_jax import fileio
 from vlogger_jax import head as head_lib
@@ -24,12 +26,7 @@ skimage_data = pytest.importorskip("skimage.data")
 
 @pytest.fixture(scope="module", autouse=True)
 def detector_env():
-  try:
-    return detector.check()
-  except detector.DetectorError as e:
-    if os.environ.get("VLOGGER_REQUIRE_DETECTOR", "") not in ("", "0"):
-      pytest.fail(str(e))
-    pytest.skip(str(e))
+  return detector_or_skip()
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ import os
 import numpy as np
 import pytest
 
+from conftest import detector_or_skip
+
 from vlogger_jax import audio as audio_lib
-from vlogger_jax import detector
 from vlogger_jax import geometry
 from vlogger_jax import video_io
 from vlogger_jax.data import real_videos
@@ -26,12 +27,7 @@ SETTINGS = real_videos.Settings(resolution=128, clip_seconds=CLIP / 24)
 
 @pytest.fixture(scope="module", autouse=True)
 def detector_env():
-  try:
-    return detector.check()
-  except detector.DetectorError as e:
-    if os.environ.get("VLOGGER_REQUIRE_DETECTOR", "") not in ("", "0"):
-      pytest.fail(str(e))
-    pytest.skip(str(e))
+  return detector_or_skip()
 
 
 @pytest.fixture(scope="module")
