@@ -79,6 +79,9 @@ def _base() -> ml_collections.ConfigDict:
       path="",                         # dataset == 'folder': a dataset built by launch/build_dataset.py
       resolution=128, num_frames=8,
       min_ref_distance=72,             # 3 s at 24 fps (Supp. C.2)
+      # Image pre-training: frame/reference pairs drawn from each clip read (a record is a whole
+      # clip, whose reading costs about ten decoded frames at 128 px; docs/data.md).
+      samples_per_clip=1,
       num_workers=8))
   return c
 
@@ -118,6 +121,7 @@ def _small_pretrain(c):
   c.batch_size = 128
   c.optimizer.lr = 3e-4
   c.optimizer.warmup_steps = 500
+  c.data.samples_per_clip = 8  # 16 clips of the 160 per batch; the loader had set the pace
 
 
 def _demo(c):

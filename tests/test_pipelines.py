@@ -110,6 +110,36 @@ def test_frames_are_box_filtered_down_and_images_have_one_frame(dataset):
   assert np.abs(b["frames"][0, 0].astype(np.float32) - boxed).max() <= 1
 
 
+def test_several_images_per_clip_read_are_valid_pairs_and_resume_exactly(dataset):
+  path, clips = dataset
+  make = lambda: pipelines.image_pipeline(path, "train", 8, seed=1, resolution=RES,  # noqa: E731
+                                          samples_per_clip=4)
+  it = make()
+  b = next(it)
+  assert b["frames"].shape == (8, 1, RES, RES, 3) and b["ref_frame"].shape == (8, RES, RES, 3)
+  # Two clips per batch, four draws from each, side by side; the draws differ.
+  assert [len({tuple(s) for s in b["shape"][i:i + 4]}) for i in (0, 4)] == [1, 1]
+  assert not np.array_equal(b["shape"][0], b["shape"][4])
+  assert len({_row(_clip(clips, b["shape"][0])["expression"], b["expression"][i, 0])
+              for i in range(4)}) > 1
+  for i in range(8):
+    clip = _clip(clips, b["shape"][i])
+    s = _row(clip["expression"], b["expression"][i, 0])
+    r = _row(clip["expression"], b["ref_expression"][i])
+    assert abs(r - s) >= 72
+    np.testing.assert_array_equal(b["frames"][i, 0], clip["frames"][s])
+    np.testing.assert_array_equal(b["ref_frame"][i], clip["frames"][r])
+  state = json.loads(json.dumps(it.get_state()))
+  want = next(it)
+  restored = make()
+  restored.set_state(state)
+  got = next(restored)
+  for key in want:
+    np.testing.assert_array_equal(want[key], got[key])
+  with pytest.raises(ValueError, match="samples_per_clip is 3 for a batch of 8"):
+    pipelines.image_pipeline(path, "train", 8, seed=1, resolution=RES, samples_per_clip=3)
+
+
 @pytest.fixture(scope="module")
 def decoded(dataset):
   """The train split's records decoded into memory, plus a clip of exactly 8 frames (a window

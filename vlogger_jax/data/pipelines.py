@@ -16,7 +16,8 @@ marked:
                    fov [B], expression [B, N, 64], head_pose [B, N, 9],
                    body_keypoints [B, N, 75, 2], body_visibility [B, N, 75], ref_expression [B, 64],
                    ref_head_pose [B, 9], ref_body_keypoints [B, 75, 2], ref_body_visibility [B, 75]
-  image_pipeline   video_pipeline with N = 1
+  image_pipeline   video_pipeline with N = 1 (samples_per_clip > 1: that many frame/reference
+                   pairs from each clip read, B / samples_per_clip clips per batch)
   frames_pipeline  frames uint8 [B, N, R, R, 3], shape [B, 64], fov [B], expression [B, N, 64],
                    head_pose [B, N, 9], body_keypoints [B, N, 75, 2], body_visibility [B, N, 75]
                    (video_pipeline without the reference)
@@ -248,16 +249,17 @@ class FramesWindow:
 
 
 class VideoWindow:
-  """A record -> num_frames consecutive frames, a distant reference frame and their parameters."""
+  """A record -> num_frames consecutive frames, a distant reference frame and their parameters;
+  with `samples` > 1, that many independent such draws from the one record, stacked on a leading
+  axis (the record is read once: at 128 px reading a 240-frame record costs about ten times
+  decoding one frame, so the image pipeline was reading, not decoding)."""
 
-  def __init__(self, resolution: int, num_frames: int, min_ref_distance: int):
+  def __init__(self, resolution: int, num_frames: int, min_ref_distance: int, samples: int = 1):
     self.resolution, self.num_frames, self.min_ref_distance = (resolution, num_frames,
                                                                min_ref_distance)
+    self.samples = samples
 
-  def __call__(self, record: dict | None, rng: np.random.Generator) -> dict | None:
-    if record is None:
-      return None
-    t = int(record["num_frames"])
+  def _one(self, record: dict, t: int, rng: np.random.Generator) -> dict | None:
     pick = sample_window_and_reference(t, self.num_frames, self.min_ref_distance, rng)
     if pick is None:
       logging.log_first_n(logging.WARNING, "Skipped a clip of %d frames: too short for %d-frame "
@@ -271,13 +273,30 @@ class VideoWindow:
       example["ref_" + key] = np.asarray(record[key][r], np.float32)
     return example
 
+  def __call__(self, record: dict | None, rng: np.random.Generator) -> dict | None:
+    if record is None:
+      return None
+    t = int(record["num_frames"])
+    if self.samples == 1:
+      return self._one(record, t, rng)
+    draws = [self._one(record, t, rng) for _ in range(self.samples)]
+    if draws[0] is None:
+      return None
+    return {k: np.stack([d[k] for d in draws]) for k in draws[0]}
+
+
+def _merge_leading(batch: dict) -> dict:
+  """[b, k, ...] -> [b * k, ...] for every array of a batch."""
+  return {k: v.reshape((-1,) + v.shape[2:]) for k, v in batch.items()}
+
 
 # ---------------------------------------------------------------------------------------------
 # Pipelines.
 
 
 def _iterator(records: Records, transform: Callable, batch_size: int, seed: int,
-              process_index: int, process_count: int, num_workers: int) -> grain.DatasetIterator:
+              process_index: int, process_count: int, num_workers: int,
+              samples_per_record: int = 1) -> grain.DatasetIterator:
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index {process_index} is not in [0, {process_count}); expected "
                      "0 <= process_index < process_count.")
@@ -291,7 +310,11 @@ def _iterator(records: Records, transform: Callable, batch_size: int, seed: int,
   ds = ds.shuffle(seed=seed % 2**32).repeat()
   ds = ds.random_map(transform, seed=(seed * 7919 + process_index) % 2**32)
   read = grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=READ_BUFFER)
-  it = ds.to_iter_dataset(read).batch(batch_size, drop_remainder=True)
+  # A transform that draws several examples from one record stacks them: batch records, then
+  # merge the two leading axes.
+  it = ds.to_iter_dataset(read).batch(batch_size // samples_per_record, drop_remainder=True)
+  if samples_per_record > 1:
+    it = it.map(_merge_leading)
   if num_workers > 0:
     if not flags.FLAGS.is_parsed():
       # grain reads its own absl flags when it starts workers; outside an absl app (a library
@@ -345,11 +368,23 @@ def video_pipeline(data_dir_or_source: Any, split: str, batch_size: int, seed: i
 
 def image_pipeline(data_dir_or_source: Any, split: str, batch_size: int, seed: int,
                    process_index: int = 0, process_count: int = 1, *, resolution: int,
-                   num_workers: int = 0, min_ref_distance: int = 72) -> grain.DatasetIterator:
-  """Image pre-training batches: video_pipeline with one frame, frames uint8 [B, 1, R, R, 3]."""
-  return video_pipeline(data_dir_or_source, split, batch_size, seed, process_index,
-                        process_count, resolution=resolution, num_workers=num_workers,
-                        num_frames=1, min_ref_distance=min_ref_distance)
+                   num_workers: int = 0, min_ref_distance: int = 72,
+                   samples_per_clip: int = 1) -> grain.DatasetIterator:
+  """Image pre-training batches: video_pipeline with one frame, frames uint8 [B, 1, R, R, 3].
+
+  samples_per_clip > 1 takes that many independent frame/reference pairs from each clip read
+  (a batch then holds B / samples_per_clip clips): several times the examples per second where
+  reading whole-clip records sets the pace (docs/data.md).
+  """
+  if samples_per_clip < 1 or batch_size % samples_per_clip:
+    raise ValueError(f"samples_per_clip is {samples_per_clip} for a batch of {batch_size}; "
+                     "expected a positive divisor of the host-local batch size.")
+  records = open_records(data_dir_or_source, split)
+  _check_longest_clip(records, 1 + min_ref_distance,
+                      f"images with a reference {min_ref_distance} frames away")
+  transform = VideoWindow(resolution, 1, min_ref_distance, samples=samples_per_clip)
+  return _iterator(records, transform, batch_size, seed, process_index, process_count,
+                   num_workers, samples_per_record=samples_per_clip)
 
 
 def frames_pipeline(data_dir_or_source: Any, split: str, batch_size: int, seed: int,

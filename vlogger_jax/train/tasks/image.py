@@ -55,4 +55,5 @@ class ImageTask:
     return pipelines.image_pipeline(paths.dataset_dir(self.config.data), "train", local_batch,
                                     self.config.seed, process_index, process_count,
                                     resolution=self.size, num_workers=d.num_workers,
-                                    min_ref_distance=d.min_ref_distance)
+                                    min_ref_distance=d.min_ref_distance,
+                                    samples_per_clip=d.get("samples_per_clip", 1))
