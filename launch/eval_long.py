@@ -25,6 +25,7 @@ from vlogger_jax import fileio
 from vlogger_jax import render
 from vlogger_jax import video_eval
 from vlogger_jax.data import synthetic
+from vlogger_jax.inference import errors
 from vlogger_jax.inference import pipeline as pipeline_lib
 from vlogger_jax.inference import reference as reference_lib
 from vlogger_jax.models import video as video_lib
@@ -91,7 +92,10 @@ def main(argv):
           f"--identities {_IDENTITIES.value}; expected windows of at least one frame that fit "
           "the video and at least one identity.", file=sys.stderr)
     return 1
-  pipe = pipeline_lib.Pipeline.load(None, _VIDEO.value, need_motion=False)
+  try:
+    pipe = pipeline_lib.Pipeline.load(None, _VIDEO.value, need_motion=False)
+  except errors.InputError as e:
+    return cli.report(e)
   options = pipeline_lib.Options(seed=_SEED.value, video_steps=_STEPS.value)
   out = []
   for i in range(_IDENTITIES.value):
