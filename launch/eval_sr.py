@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import sys
+from typing import Callable
 
 from absl import flags, logging
 import jax
@@ -137,7 +138,10 @@ def _stage(loaded: loading.Loaded, out_dir: str) -> dict:
   return scores
 
 
-def _cascade(video: loading.Loaded, stages: tuple, out_dir: str) -> dict:
+def _cascade(video: loading.Loaded, stages: tuple, out_dir: str,
+             scored: Callable[[dict], None]) -> None:
+  """The whole cascade on held-out clips; `scored(scores)` as soon as they are computed, then
+  the sheet and the video."""
   pipe = pipeline_lib.Pipeline(None, video, stages)
   batch = _test_batch(stages[-1], _CASCADE_FRAMES.value)
   size, base = pipe.resolution, pipe.resolutions[0]
@@ -182,6 +186,7 @@ def _cascade(video: loading.Loaded, stages: tuple, out_dir: str) -> dict:
   truth256 = np.asarray(sr_lib.downsample(jnp.asarray(truth_all), size // pipe.resolutions[1]))
   scores[f"psnr_at_{pipe.resolutions[1]}"] = float(np.mean(
       [video_eval.psnr(to_pixels(g), t) for g, t in zip(rows["stage1"], truth256)]))
+  scored(scores)
   truth_u8 = np.asarray(batch["frames"][0])
   _sheet(os.path.join(out_dir, "cascade_sheet.png"), [bicubic[0], cascade[0], truth_u8],
          frames=(0, len(truth_u8) // 2, len(truth_u8) - 1))
@@ -190,7 +195,6 @@ def _cascade(video: loading.Loaded, stages: tuple, out_dir: str) -> dict:
     video_io.write_video(os.path.join(out_dir, "cascade.mp4"), side)
   except video_io.VideoError:
     video_io.save_frames(os.path.join(out_dir, "cascade.frames.npz"), side)
-  return scores
 
 
 def main(argv):
@@ -198,6 +202,11 @@ def main(argv):
     print(f"error: unexpected argument '{argv[1]}'; expected only --flags.", file=sys.stderr)
     return 2
   logging.set_verbosity(logging.WARNING)
+  if min(_FRAMES.value, _CASCADE_FRAMES.value) < 4 or _CLIPS.value < 1:
+    print(f"error: --frames {_FRAMES.value}, --cascade_frames {_CASCADE_FRAMES.value}, "
+          f"--num_clips {_CLIPS.value}; expected at least 4 frames (pixel jitter is a third "
+          "temporal difference) and at least one clip.", file=sys.stderr)
+    return 1
   out_dir = _OUT_DIR.value or "eval_sr"
   os.makedirs(out_dir, exist_ok=True)
   try:
@@ -213,20 +222,24 @@ def main(argv):
   except loading.LoadError as e:
     return cli.report(e)
   results = {"command": " ".join(sys.argv)}
-  for size, loaded in stages.items():
-    results[f"sr{size}"] = _stage(loaded, out_dir)
-  if len(stages) == 2 and _CASCADE.value:
-    video = loading.load(_VIDEO.value or pipeline_lib.DEFAULT_WEIGHTS["video"], expect=("video",))
-    results["cascade"] = _cascade(video, (stages[256], stages[512]), out_dir)
-  fileio.write_json(os.path.join(out_dir, "metrics.json"), results)
-  for name, scores in results.items():
-    if name == "command":
-      continue
+  path = os.path.join(out_dir, "metrics.json")
+
+  def done(name: str, scores: dict) -> None:
+    # Each part is written and printed as soon as it is scored: a run stopped by a time limit
+    # during a later part (the cascade takes minutes) keeps what it measured.
+    results[name] = scores
+    fileio.write_json(path, results)
     print(f"{name}: PSNR {scores['psnr']:.2f} dB (bicubic {scores['bicubic_psnr']:.2f}), "
           f"SSIM {scores['ssim']:.3f} (bicubic {scores['bicubic_ssim']:.3f}), jitter "
           f"{scores['pixel_jitter']:.4f} (bicubic {scores['bicubic_pixel_jitter']:.4f}), seam "
           f"{scores.get('boundary_jump', float('nan')):.4f} (bicubic "
-          f"{scores.get('bicubic_boundary_jump', float('nan')):.4f})")
+          f"{scores.get('bicubic_boundary_jump', float('nan')):.4f})", flush=True)
+
+  for size, loaded in stages.items():
+    done(f"sr{size}", _stage(loaded, out_dir))
+  if len(stages) == 2 and _CASCADE.value:
+    video = loading.load(_VIDEO.value or pipeline_lib.DEFAULT_WEIGHTS["video"], expect=("video",))
+    _cascade(video, (stages[256], stages[512]), out_dir, lambda scores: done("cascade", scores))
   print(json.dumps(results, indent=1))
   return 0
 
