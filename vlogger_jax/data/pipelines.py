@@ -103,7 +103,12 @@ class Records:
         self.unreadable.add(index)
         self.skipped += 1
         self._failures_in_a_row += 1
-        every = self._failures_in_a_row > self._length
+        # Every record is unreadable: each index has failed, or more reads than there are
+        # records failed before any record decoded. (Failures in a row alone are no sign once
+        # something decoded: reading threads meet the one bad record of a small split several
+        # times in a row by chance.)
+        every = len(self.unreadable) >= self._length or (
+            not self._any_read and self._failures_in_a_row > self._length)
       if every:
         rebuild = ("a readable data source" if self.version_dir is None else
                    f"readable records: build it again with "
